@@ -1,0 +1,69 @@
+"""Data section: shard reading and its errors, the tokenizer check, the distributed loader."""
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt
+from shards import write_shard
+
+
+def test_shard_reads_back_exactly(tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 1024, 5000)
+    write_shard(tmp_path / "s.bin", tokens)
+    assert np.array_equal(train_gpt.read_shard(tmp_path / "s.bin"), tokens)
+
+
+def corrupt(path, offset, value):
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 4] = np.int32(value).tobytes()
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: corrupt(p, 0, 12345), "bad magic 12345"),
+    (lambda p: corrupt(p, 4, 2), "unsupported version 2"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-2]), "truncated or corrupt"),
+    (lambda p: p.write_bytes(p.read_bytes()[:100]), "truncated header"),
+])
+def test_bad_shards_fail_with_their_own_message(tmp_path, damage, message):
+    path = tmp_path / "fineweb_train_000000.bin"
+    write_shard(path, np.arange(100))
+    damage(path)
+    with pytest.raises(ValueError, match=message) as err:
+        train_gpt.read_shard(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_shards_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="build_proxy.py"):
+        train_gpt.shard_files(str(tmp_path / "fineweb_val_*.bin"))
+
+
+def test_token_ids_beyond_vocab_are_refused(tmp_path):
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.array([1, 5, 2000]))
+    with pytest.raises(ValueError, match="token id 2000 >= vocab size 1024"):
+        train_gpt.load_val_tokens(str(tmp_path / "fineweb_val_*.bin"), 1024)
+
+
+def test_tokenizer_vocab_must_match_model(tokenizer):
+    args = train_gpt.Hyperparameters()
+    args.tokenizer_path, args.vocab_size = tokenizer.model_path, 1024
+    with pytest.raises(ValueError, match="has 400 pieces but VOCAB_SIZE=1024"):
+        train_gpt.load_tokenizer(args)
+
+
+def test_ranks_read_disjoint_slices_of_one_stream(tmp_path):
+    stream = np.arange(10_000) % 1000
+    write_shard(tmp_path / "fineweb_train_000000.bin", stream[:3000])
+    write_shard(tmp_path / "fineweb_train_000001.bin", stream[3000:])
+    pattern = str(tmp_path / "fineweb_train_*.bin")
+    loaders = [train_gpt.DistributedLoader(pattern, 1000, r, 2, 4, 16, torch.device("cpu")) for r in range(2)]
+    seen = []
+    for _ in range(3):
+        for loader in loaders:
+            x, y = loader.next_batch()
+            assert x.shape == (4, 16) and torch.equal(x.flatten()[1:], y.flatten()[:-1])
+            seen.append(torch.cat([x.flatten(), y.flatten()[-1:]]))
+    span = 4 * 16 + 1
+    assert torch.equal(torch.cat(seen), torch.from_numpy(stream[:6 * span]))  # crosses the shard boundary

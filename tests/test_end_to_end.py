@@ -1,0 +1,63 @@
+"""main: two ranks (gloo, CPU) train, quantize, pack and score once; a cold --eval reproduces the score."""
+
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, encode_stream, random_document
+from shards import write_shard
+
+TINY_ENV = dict(VOCAB_SIZE="400", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", GDN_PER_GROUP="1",
+                MLP_MULT="2", SWA_WINDOW="16", TRAIN_SEQ_LEN="64", MICRO_BATCH_SEQS="4", TRAIN_BATCH_TOKENS="512",
+                ITERATIONS="25", MAX_WALLCLOCK_SECONDS="0", COMPILE_WARMUP_STEPS="1", TRAIN_LOG_EVERY="5",
+                EVAL_SEQ_LEN="64", EVAL_STRIDE="16", EVAL_BATCH_SEQS="8", CALIB_SEQS="4", CALIB_LEN="32",
+                GPTQ_BLOCK="32", RUN_ID="e2e", OMP_NUM_THREADS="1")
+
+
+def number(pattern, text):
+    found = re.findall(pattern, text)
+    assert found, f"{pattern!r} not in output:\n{text[-3000:]}"
+    return float(found[-1])
+
+
+@pytest.fixture(scope="module")
+def run(tokenizer, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    rng = random.Random(3)
+    write_shard(data / "fineweb_val_000000.bin", encode_stream(tokenizer, [random_document(rng) for _ in range(60)]))
+    write_shard(data / "fineweb_train_000000.bin", encode_stream(tokenizer, [random_document(rng) for _ in range(600)]))
+    work = tmp_path_factory.mktemp("work")
+    env = dict(os.environ, **TINY_ENV, DATA_PATH=str(data), TOKENIZER_PATH=tokenizer.model_path,
+               ARTIFACT_PATH=str(work / "model.ptz"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train_gpt.py")]
+    out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return work, env, out.stdout
+
+
+def test_two_rank_run_trains_quantizes_and_scores_once(run):
+    work, _, log = run
+    assert "world_size:2" in log and "byte_proof:" in log and "match" in log
+    assert log.count("stopping: iterations after 25 steps") == 1
+    assert log.count("final_int6_zstd22_roundtrip") == 1 and (work / "model.ptz").is_file()
+    assert "int6-gptq" in log and "calibration: 4 self-generated sequences x 32 tokens" in log
+    pre, post = number(r"pre_quant_ema .*val_bpb:([\d.]+)", log), number(r"roundtrip .*val_bpb:([\d.]+)", log)
+    first = number(r"step:1/25 train_loss:([\d.]+)", log)
+    assert number(r"step:25/25 train_loss:([\d.]+)", log) < first - 0.5
+    assert abs(post - pre) < 0.05 * pre
+    assert number(r"margin:(-?\d+)", log) > 0
+
+
+def test_cold_eval_of_the_artifact_alone_reproduces_the_score(run, tmp_path):
+    work, env, log = run
+    cmd = [sys.executable, str(ROOT / "train_gpt.py"), "--eval", str(work / "model.ptz")]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == [tmp_path / "logs"]  # it wrote no weights and read none but the artifact
+    cold = number(r"roundtrip .*val_bpb:([\d.]+)", out.stdout)
+    assert abs(cold - number(r"roundtrip .*val_bpb:([\d.]+)", log)) < 1e-6

@@ -1,0 +1,124 @@
+"""Model section: the Gated DeltaNet reference, document boundaries, attention mask, weight sharing."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_gpt
+from conftest import TINY_MODEL, tiny_model
+
+
+def recurrence_fp64(q, k, v, g, beta, scale):
+    """The Gated DeltaNet recurrence one token at a time, in float64."""
+    q, k, v, g, beta = (t.double() for t in (q, k, v, g, beta))
+    B, T, H, K = q.shape
+    S, out = torch.zeros(B, H, K, v.size(-1), dtype=torch.float64), []
+    for t in range(T):
+        S = S * g[:, t].exp()[..., None, None]
+        delta = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k[:, t], S))
+        S = S + k[:, t, :, :, None] * delta[:, :, None, :]
+        out.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(out, 1)
+
+
+def random_gdn_inputs(B, T, H, K, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (F.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1) for _ in range(2))
+    v = torch.randn(B, T, H, K, generator=gen)
+    g = -torch.rand(B, T, H, generator=gen) * 0.7
+    beta = torch.rand(B, T, H, generator=gen)
+    return q, k, v, g, beta
+
+
+@pytest.mark.parametrize("chunk, T", [(16, 16), (16, 37), (32, 100), (64, 130)])
+@pytest.mark.parametrize("resets", [False, True])
+def test_chunked_reference_matches_fp64_recurrence(chunk, T, resets):
+    q, k, v, g, beta = random_gdn_inputs(2, T, 3, 8, seed=T + chunk)
+    if resets:
+        g[:, [0, T // 3, T // 2]] += train_gpt.DOC_RESET_GATE
+    out = train_gpt.gated_delta_rule_ref(q, k, v, g, beta, 8 ** -0.5, chunk=chunk)
+    ref = recurrence_fp64(q, k, v, g, beta, 8 ** -0.5)
+    assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-5
+
+
+def test_reset_gate_stops_state_crossing_a_document():
+    q, k, v, g, beta = random_gdn_inputs(1, 80, 2, 8, seed=0)
+    g[:, 50] += train_gpt.DOC_RESET_GATE
+    out = train_gpt.gated_delta_rule_ref(q, k, v, g, beta, 8 ** -0.5)
+    v2 = v.clone()
+    v2[:, :50] = torch.randn_like(v2[:, :50]) * 10
+    out2 = train_gpt.gated_delta_rule_ref(q, k, v2, g, beta, 8 ** -0.5)
+    assert not torch.allclose(out[:, :50], out2[:, :50])
+    assert (out[:, 50:] - out2[:, 50:]).abs().max() < 1e-9 * 10 * 80
+
+
+def dense_mask(T, window, doc):
+    return train_gpt.attention_mask(1, T, window, doc, torch.device("cpu"))[0, 0]
+
+
+def test_attention_mask_is_causal_and_exactly_the_window():
+    m = dense_mask(40, 8, None)
+    for qi in range(40):
+        assert m[qi].nonzero().flatten().tolist() == list(range(max(0, qi - 7), qi + 1))
+
+
+def test_attention_mask_keeps_to_one_document():
+    doc = torch.tensor([[0] * 10 + [1] * 30])
+    m = dense_mask(40, 16, doc)
+    assert not m[10:, :10].any() and not m[:10, 10:].any()
+    assert m[25, 10:26].all() and m[39, 24:40].all() and not m[39, :24].any()
+
+
+def test_model_outputs_never_cross_a_bos_token():
+    model = tiny_model()
+    ids = torch.randint(4, 64, (1, 48))
+    ids[0, 0] = ids[0, 20] = train_gpt.BOS_ID
+    other = ids.clone()
+    other[0, 1:20] = torch.randint(4, 64, (19,))
+    with torch.no_grad():
+        a, b = model.logits(ids), model.logits(other)
+    assert not torch.allclose(a[0, :20], b[0, :20])
+    assert (a[0, 20:] - b[0, 20:]).abs().max() < 1e-4
+
+
+def test_without_doc_reset_context_flows_across_bos():
+    model = tiny_model(doc_reset=0)
+    ids = torch.randint(4, 64, (1, 48))
+    ids[0, 0] = ids[0, 20] = train_gpt.BOS_ID
+    other = ids.clone()
+    other[0, 15:20] = torch.randint(4, 64, (5,))
+    with torch.no_grad():
+        assert (model.logits(ids)[0, 20:] - model.logits(other)[0, 20:]).abs().max() > 1e-4
+
+
+def test_swa_shared_reuses_the_first_swa_attention_once():
+    model = tiny_model()
+    swa = [i for i, kind in enumerate(model.layout) if kind == "swa"]
+    assert model.layout == ["gdn", "swa", "gdn", "swa"] and len(swa) == 2
+    assert all(model.blocks[i].mixer is None for i in swa)
+    names = [n for n, _ in model.named_parameters()]
+    assert sum(n.startswith("attn.") for n in names) == 4 and len(names) == len(set(names))
+    assert set(model.state_dict()) == set(names)
+    calls = []
+    model.attn.register_forward_hook(lambda *_: calls.append(1))
+    model.logits(torch.randint(0, 64, (1, 8)))
+    assert len(calls) == 2
+
+
+def test_default_model_is_the_34m_gdn_hybrid():
+    cfg = train_gpt.Hyperparameters().model_config()
+    with torch.device("meta"):
+        model = train_gpt.GDNHybrid(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert model.layout == ["gdn"] * 5 + ["swa"] + ["gdn"] * 5 + ["swa"]
+    assert 32e6 < n < 36e6, n
+
+
+def test_untrained_model_predicts_near_uniform():
+    torch.manual_seed(0)
+    model = train_gpt.GDNHybrid(TINY_MODEL)
+    ids = torch.randint(0, 64, (2, 32))
+    nll = model(ids, torch.randint(0, 64, (2, 32)))
+    assert nll.shape == (2, 32) and abs(nll.mean().item() - math.log(TINY_MODEL["vocab_size"])) < 0.05

@@ -1,0 +1,97 @@
+"""Optimizer and training sections: Muon, the schedule, warm-up that keeps nothing, learning, stopping."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt
+from conftest import TINY_MODEL, tiny_args
+
+
+def make_loader(args):
+    return lambda: train_gpt.DistributedLoader(args.train_files, args.vocab_size, 0, 1, args.micro_batch_seqs,
+                                               args.train_seq_len, torch.device("cpu"))
+
+
+def fresh_model(seed=0):
+    torch.manual_seed(seed)
+    return train_gpt.GDNHybrid(TINY_MODEL)
+
+
+def test_newton_schulz_orthogonalises():
+    G = torch.randn(96, 48) @ torch.diag(torch.logspace(0, 1, 48))  # singular values spread 10x
+    s = torch.linalg.svdvals(train_gpt.newton_schulz(G, 5))
+    assert s.min() > 0.5 and s.max() < 1.3
+
+
+def test_parameter_groups_cover_every_parameter_once():
+    model = fresh_model()
+    groups = [p for opt in train_gpt.build_optimizers(model, tiny_args(Path("."))) for g in opt.param_groups
+              for p in g["params"]]
+    assert len(groups) == len({id(p) for p in groups}) == len(list(model.parameters()))
+    muon = train_gpt.build_optimizers(model, tiny_args(Path(".")))[0].param_groups[0]["params"]
+    assert all(p.ndim == 2 and min(p.shape) >= 64 for p in muon) and model.attn.q.weight in muon
+
+
+def test_schedule_warms_up_then_decays_to_zero_at_the_time_budget():
+    args = tiny_args(Path("."), lr_warmup_steps=10, warmdown_frac=0.5, max_wallclock_seconds=100.0, iterations=10**6)
+    assert train_gpt.lr_scale(0, 0.0, args) == pytest.approx(0.1)
+    assert train_gpt.lr_scale(50, 40.0, args) == 1.0
+    assert train_gpt.lr_scale(50, 75.0, args) == pytest.approx(0.5)
+    assert train_gpt.lr_scale(50, 100.0, args) == 0.0
+
+
+def test_grad_accumulation_keeps_the_global_batch(tmp_path):
+    args = tiny_args(tmp_path, train_batch_tokens=8 * 64 * 4)
+    assert [train_gpt.grad_accum_steps(args, w) for w in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(ValueError, match="not a multiple"):
+        train_gpt.grad_accum_steps(args, 3)
+
+
+def test_compile_warmup_keeps_nothing(markov_data):
+    args = tiny_args(markov_data, iterations=0, compile_warmup_steps=2)
+    model = fresh_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
+    assert out["steps"] == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    p = np.bincount(tokens) / len(tokens)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def test_tiny_model_learns_far_below_unigram_entropy(markov_data, capsys):
+    args = tiny_args(markov_data)
+    model = fresh_model()
+    out = train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
+    out["ema"].copy_to(model)
+    val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)
+    x, y = val[:-1][:1920].view(-1, 64), val[1:][:1920].view(-1, 64)
+    with torch.no_grad():
+        loss = model(x, y).mean().item()
+    entropy = unigram_entropy(val.numpy())
+    assert out["steps"] == args.iterations and "stopping: iterations after 60 steps" in capsys.readouterr().out
+    assert loss < 0.6 * entropy, (loss, entropy)
+
+
+def test_wallclock_cap_stops_the_run_and_says_why(markov_data, capsys):
+    args = tiny_args(markov_data, iterations=10**6, max_wallclock_seconds=1.0, compile_warmup_steps=0)
+    model = fresh_model()
+    out = train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
+    assert 0 < out["steps"] < 10**6 and 1.0 <= out["train_time"] < 5.0
+    assert "stopping: wall-clock cap" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_with_a_clear_error(markov_data):
+    args = tiny_args(markov_data, compile_warmup_steps=0)
+    model = fresh_model()
+    with torch.no_grad():
+        model.embed.weight[5] = math.nan
+    with pytest.raises(FloatingPointError, match="non-finite training loss at step 1"):
+        train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))

@@ -1,0 +1,897 @@
+"""GDN-Hybrid for Parameter Golf: [GDN x5] -> SWA -> [GDN x5] -> SWA_shared, SP1024, int6 GPTQ + zstd-22.
+
+Train:    torchrun --standalone --nproc_per_node=8 train_gpt.py
+Evaluate: torchrun --standalone --nproc_per_node=8 train_gpt.py --eval final_model.int6.ptz
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import zstandard
+from torch import Tensor, nn
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+try:
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+except ImportError:
+    chunk_gated_delta_rule = None
+
+# ---------------------------------------------------------------- hyperparameters
+
+def env(name, default):
+    return type(default)(os.environ.get(name, default))
+
+
+class Hyperparameters:
+    data_path = env("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
+    train_files = os.path.join(data_path, "fineweb_train_*.bin")
+    val_files = os.path.join(data_path, "fineweb_val_*.bin")
+    tokenizer_path = env("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
+    run_id = env("RUN_ID", str(uuid.uuid4())[:8])
+    seed = env("SEED", 1337)
+    artifact_path = env("ARTIFACT_PATH", "final_model.int6.ptz")
+    # training length and batch: the global batch is the same on 1, 2 or 8 GPUs
+    train_seq_len = env("TRAIN_SEQ_LEN", 2048)
+    train_batch_tokens = env("TRAIN_BATCH_TOKENS", 786_432)
+    micro_batch_seqs = env("MICRO_BATCH_SEQS", 48)
+    iterations = env("ITERATIONS", 20_000)
+    max_wallclock_seconds = env("MAX_WALLCLOCK_SECONDS", 590.0)
+    compile_warmup_steps = env("COMPILE_WARMUP_STEPS", 3)
+    lr_warmup_steps = env("LR_WARMUP_STEPS", 20)
+    warmdown_frac = env("WARMDOWN_FRAC", 0.4)
+    train_log_every = env("TRAIN_LOG_EVERY", 50)
+    # evaluation
+    eval_seq_len = env("EVAL_SEQ_LEN", 2048)
+    eval_stride = env("EVAL_STRIDE", 512)
+    eval_batch_seqs = env("EVAL_BATCH_SEQS", 32)
+    # model
+    vocab_size = env("VOCAB_SIZE", 1024)
+    model_dim = env("MODEL_DIM", 512)
+    num_heads = env("NUM_HEADS", 8)
+    num_kv_heads = env("NUM_KV_HEADS", 4)
+    gdn_per_group = env("GDN_PER_GROUP", 5)
+    mlp_mult = env("MLP_MULT", 3)
+    conv_size = env("CONV_SIZE", 4)
+    swa_window = env("SWA_WINDOW", 512)
+    doc_reset = env("DOC_RESET", 1)
+    rope_base = env("ROPE_BASE", 10000.0)
+    qk_gain_init = env("QK_GAIN_INIT", 1.5)
+    logit_softcap = env("LOGIT_SOFTCAP", 30.0)
+    tied_embed_init_std = env("TIED_EMBED_INIT_STD", 0.005)
+    # optimizer
+    matrix_lr = env("MATRIX_LR", 0.02)
+    muon_wd = env("MUON_WD", 0.04)
+    muon_momentum = env("MUON_MOMENTUM", 0.95)
+    muon_momentum_warmup_start = env("MUON_MOMENTUM_WARMUP_START", 0.85)
+    muon_momentum_warmup_steps = env("MUON_MOMENTUM_WARMUP_STEPS", 300)
+    muon_ns_steps = env("MUON_NS_STEPS", 5)
+    embed_lr = env("EMBED_LR", 0.05)
+    scalar_lr = env("SCALAR_LR", 0.04)
+    beta1 = env("BETA1", 0.9)
+    beta2 = env("BETA2", 0.95)
+    ema_decay = env("EMA_DECAY", 0.997)
+    # quantization and artifact
+    calib_seqs = env("CALIB_SEQS", 32)
+    calib_len = env("CALIB_LEN", 512)
+    calib_temperature = env("CALIB_TEMPERATURE", 1.0)
+    gptq_damp = env("GPTQ_DAMP", 0.01)
+    gptq_block = env("GPTQ_BLOCK", 128)
+    artifact_cap_bytes = env("ARTIFACT_CAP_BYTES", 16_000_000)
+
+    model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
+                  "conv_size", "swa_window", "doc_reset", "rope_base", "qk_gain_init", "logit_softcap")
+
+    def model_config(self) -> dict:
+        return {k: getattr(self, k) for k in self.model_keys}
+
+# ---------------------------------------------------------------- data
+
+SHARD_MAGIC, SHARD_VERSION, HEADER_INTS = 20240520, 1, 256
+BOS_ID = 1
+
+
+def read_shard(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    size = path.stat().st_size
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    fix = "re-download it (data/cached_challenge_fineweb.py) or rebuild it (data/build_proxy.py)"
+    if header.size < HEADER_INTS:
+        raise ValueError(f"{path}: truncated header ({size} bytes, need {HEADER_INTS * 4}); {fix}")
+    if header[0] != SHARD_MAGIC:
+        raise ValueError(f"{path}: bad magic {header[0]} (expected {SHARD_MAGIC}): not a challenge shard; {fix}")
+    if header[1] != SHARD_VERSION:
+        raise ValueError(f"{path}: unsupported version {header[1]} (expected {SHARD_VERSION}); {fix}")
+    expected = HEADER_INTS * 4 + 2 * int(header[2])
+    if size != expected:
+        raise ValueError(f"{path}: header says {header[2]} tokens = {expected} bytes but the file has {size} "
+                         f"bytes (truncated or corrupt); {fix}")
+    return np.fromfile(path, dtype="<u2", count=int(header[2]), offset=HEADER_INTS * 4)
+
+
+def shard_files(pattern: str) -> list[str]:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no shards match {pattern}: set DATA_PATH, or download with "
+                                f"data/cached_challenge_fineweb.py, or build the proxy with data/build_proxy.py")
+    return files
+
+
+def check_token_range(tokens: np.ndarray, vocab_size: int, where: str) -> None:
+    top = int(tokens.max(initial=0))
+    if top >= vocab_size:
+        raise ValueError(f"{where}: token id {top} >= vocab size {vocab_size}: shards and tokenizer do not match")
+
+
+def load_val_tokens(pattern: str, vocab_size: int) -> Tensor:
+    parts = []
+    for f in shard_files(pattern):
+        parts.append(read_shard(f))
+        check_token_range(parts[-1], vocab_size, f)
+    return torch.from_numpy(np.concatenate(parts).astype(np.int64))
+
+
+class TokenStream:
+    """Reads the train shards in order, forever; every rank reads the same stream."""
+
+    def __init__(self, pattern: str, vocab_size: int):
+        self.files, self.vocab_size, self.index = shard_files(pattern), vocab_size, -1
+        self.epoch_tokens = 0
+        self.next_file()
+
+    def next_file(self):
+        self.index = (self.index + 1) % len(self.files)
+        self.tokens = read_shard(self.files[self.index])
+        check_token_range(self.tokens, self.vocab_size, self.files[self.index])
+        self.pos = 0
+
+    def take(self, n: int) -> np.ndarray:
+        out = []
+        while n > 0:
+            if self.pos == len(self.tokens):
+                self.next_file()
+            k = min(n, len(self.tokens) - self.pos)
+            out.append(self.tokens[self.pos:self.pos + k])
+            self.pos, n = self.pos + k, n - k
+        return np.concatenate(out)
+
+
+class DistributedLoader:
+    """Each micro-batch is one contiguous span of the stream; rank r trains on the r-th slice of it."""
+
+    def __init__(self, pattern, vocab_size, rank, world_size, seqs, seq_len, device):
+        self.stream = TokenStream(pattern, vocab_size)
+        self.rank, self.world_size, self.seqs, self.seq_len, self.device = rank, world_size, seqs, seq_len, device
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        span = self.seqs * self.seq_len + 1
+        chunk = self.stream.take(span * self.world_size)[self.rank * span:(self.rank + 1) * span]
+        local = torch.from_numpy(chunk.astype(np.int64)).to(self.device, non_blocking=True)
+        return local[:-1].view(self.seqs, self.seq_len), local[1:].view(self.seqs, self.seq_len)
+
+# ---------------------------------------------------------------- model
+
+DOC_RESET_GATE = -30.0  # log-decay added at a BOS token: exp(-30) ~ 1e-13 of the old state survives
+
+
+class CastedLinear(nn.Linear):
+    def __init__(self, fan_in, fan_out, zero_init=False):
+        super().__init__(fan_in, fan_out, bias=False)
+        if zero_init:
+            nn.init.zeros_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def gated_delta_rule_ref(q, k, v, g, beta, scale, chunk=64):
+    """Chunked Gated DeltaNet in plain PyTorch (the WY form fla uses); [B,T,H,D] layout, g is log-decay.
+
+    S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T,  o_t = scale * S_t^T q_t.
+    """
+    B, T, H, K = q.shape
+    pad = (-T) % chunk
+    q, k, v, g, beta = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (q, k, v, g, beta))
+    n = (T + pad) // chunk
+    q, k, v = (t.float().view(B, n, chunk, H, -1).transpose(2, 3) for t in (q, k, v))  # B n H C D
+    g, beta = (t.float().view(B, n, chunk, H).transpose(2, 3) for t in (g, beta))      # B n H C
+    G = g.cumsum(-1)
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    decay = torch.where(causal, G[..., :, None] - G[..., None, :], -math.inf).exp()  # gamma_t / gamma_j
+    eye = torch.eye(chunk, device=q.device)
+    A = eye + (beta[..., None] * (k @ k.transpose(-1, -2)) * decay).tril(-1)
+    W = torch.linalg.solve_triangular(A, (beta * G.exp())[..., None] * k, upper=False, unitriangular=True)
+    U = torch.linalg.solve_triangular(A, beta[..., None] * v, upper=False, unitriangular=True)
+    qk = (q @ k.transpose(-1, -2)) * decay
+    S = q.new_zeros(B, H, K, v.size(-1))
+    out = []
+    for i in range(n):
+        delta = U[:, i] - W[:, i] @ S
+        out.append(scale * ((q[:, i] * G[:, i, :, :, None].exp()) @ S + qk[:, i] @ delta))
+        tail = (G[:, i, :, -1:] - G[:, i]).exp()[..., None]
+        S = G[:, i, :, -1, None, None].exp() * S + (k[:, i] * tail).transpose(-1, -2) @ delta
+    o = torch.stack(out, 1).transpose(2, 3).reshape(B, n * chunk, H, -1)
+    return o[:, :T]
+
+
+def gated_delta_rule(q, k, v, g, beta):
+    scale = q.size(-1) ** -0.5
+    if not q.is_cuda:
+        return gated_delta_rule_ref(q, k, v, g, beta, scale).to(q.dtype)
+    if chunk_gated_delta_rule is None:
+        raise RuntimeError("CUDA run without flash-linear-attention: pip install fla-core==0.6.0")
+    return chunk_gated_delta_rule(q, k, v, g.float(), beta, scale=scale)[0]
+
+
+def same_doc_shifted(doc: Tensor, j: int) -> Tensor:
+    return F.pad(doc[:, j:] == doc[:, :-j], (j, 0), value=False)[..., None]
+
+
+def causal_conv(x: Tensor, weight: Tensor, doc: Tensor | None) -> Tensor:
+    """Depthwise causal convolution over time; with doc ids it never mixes two documents."""
+    out = x * weight[:, -1]
+    for j in range(1, weight.size(1)):
+        shifted = F.pad(x[:, :-j], (0, 0, j, 0))
+        if doc is not None:
+            shifted = shifted * same_doc_shifted(doc, j)
+        out = out + shifted * weight[:, -1 - j]
+    return out
+
+
+class GatedDeltaNet(nn.Module):
+    def __init__(self, dim, heads, conv_size):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = CastedLinear(dim, 3 * dim)
+        self.conv = nn.Parameter(torch.zeros(3 * dim, conv_size))
+        self.conv.data[:, -1] = 1.0
+        self.conv.data += torch.randn_like(self.conv) * conv_size ** -0.5 * 0.1
+        self.beta_decay = CastedLinear(dim, 2 * heads)
+        self.gate = CastedLinear(dim, dim)
+        self.out = CastedLinear(dim, dim, zero_init=True)
+        self.A_log = nn.Parameter(torch.empty(heads).uniform_(1, 16).log())
+        dt = torch.empty(heads).uniform_(math.log(1e-3), math.log(1e-1)).exp()
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.norm_weight = nn.Parameter(torch.ones(self.head_dim))
+
+    def forward(self, x: Tensor, ctx: dict) -> Tensor:
+        B, T, _ = x.shape
+        qkv = F.silu(causal_conv(self.qkv(x), self.conv.to(x.dtype), ctx["doc"]))
+        q, k, v = (t.view(B, T, self.heads, self.head_dim) for t in qkv.chunk(3, dim=-1))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        b, a = self.beta_decay(x).float().chunk(2, dim=-1)
+        g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
+        if ctx["bos"] is not None:
+            g = g + DOC_RESET_GATE * ctx["bos"][..., None]
+        o = gated_delta_rule(q, k, v, g, b.sigmoid().to(q.dtype))
+        o = rms_norm(o) * self.norm_weight.to(o.dtype)
+        o = o.reshape(B, T, -1) * F.silu(self.gate(x))
+        return self.out(o)
+
+
+def rotary(x: Tensor, base: float) -> Tensor:
+    T, D = x.size(-2), x.size(-1)
+    freq = base ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
+    angle = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freq
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+def attention_mask(B: int, T: int, window: int, doc: Tensor | None, device):
+    """Causal, at most `window` tokens back, and (with doc ids) within one document."""
+    def allowed(b, h, qi, ki):
+        ok = (qi >= ki) & (qi - ki < window)
+        return ok & (doc[b, qi] == doc[b, ki]) if doc is not None else ok
+    if device.type == "cuda":
+        return create_block_mask(allowed, B if doc is not None else None, None, T, T, device=device)
+    pos = torch.arange(T, device=device)
+    return allowed(torch.arange(B, device=device)[:, None, None, None], 0, pos[:, None], pos).expand(B, 1, T, T)
+
+
+_flex_attention = torch.compile(flex_attention, dynamic=False) if torch.cuda.is_available() else None
+
+
+class SlidingWindowAttention(nn.Module):
+    def __init__(self, dim, heads, kv_heads, rope_base, qk_gain_init):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim, self.rope_base = heads, kv_heads, dim // heads, rope_base
+        self.q = CastedLinear(dim, dim)
+        self.kv = CastedLinear(dim, 2 * kv_heads * self.head_dim)
+        self.out = CastedLinear(dim, dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
+
+    def forward(self, x: Tensor, ctx: dict) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(x).view(B, T, 2 * self.kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+        q, k = rotary(rms_norm(q), self.rope_base), rotary(rms_norm(k), self.rope_base)
+        q = q * self.q_gain.to(q.dtype)[:, None, None]
+        if x.is_cuda:
+            y = _flex_attention(q, k, v, block_mask=ctx["mask"], enable_gqa=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx["mask"], enable_gqa=True)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim, mult):
+        super().__init__()
+        self.fc = CastedLinear(dim, mult * dim)
+        self.proj = CastedLinear(mult * dim, dim, zero_init=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    """Pre-norm residual block; SWA blocks own no mixer and borrow the model's one attention."""
+
+    def __init__(self, dim, mlp_mult, mixer: nn.Module | None):
+        super().__init__()
+        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult)
+        self.mix_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor, ctx: dict, mixer: nn.Module) -> Tensor:
+        x = x + self.mix_scale.to(x.dtype) * mixer(rms_norm(x), ctx)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+class GDNHybrid(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        d, self.cfg = cfg["model_dim"], cfg
+        self.embed = nn.Embedding(cfg["vocab_size"], d)
+        nn.init.normal_(self.embed.weight, std=cfg.get("tied_embed_init_std", 0.005))
+        self.attn = SlidingWindowAttention(d, cfg["num_heads"], cfg["num_kv_heads"], cfg["rope_base"],
+                                           cfg["qk_gain_init"])
+        gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
+        group = cfg["gdn_per_group"]
+        self.layout = (["gdn"] * group + ["swa"]) * 2
+        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None)
+                                    for kind in self.layout)
+
+    def context(self, ids: Tensor) -> dict:
+        B, T = ids.shape
+        doc = bos = None
+        if self.cfg["doc_reset"]:
+            bos = (ids == BOS_ID).float()
+            doc = bos.cumsum(1).int()
+        return {"doc": doc, "bos": bos, "mask": attention_mask(B, T, self.cfg["swa_window"], doc, ids.device)}
+
+    def logits(self, ids: Tensor) -> Tensor:
+        ctx = self.context(ids)
+        x = rms_norm(self.embed(ids))
+        for block in self.blocks:
+            x = block(x, ctx, block.mixer or self.attn)
+        logits = F.linear(rms_norm(x), self.embed.weight.to(x.dtype)).float()
+        cap = self.cfg["logit_softcap"]
+        return cap * torch.tanh(logits / cap)
+
+    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
+        """Per-token negative log-likelihood in nats, float32, shape [B, T]."""
+        logits = self.logits(ids)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+
+# ---------------------------------------------------------------- optimizer
+
+def newton_schulz(G: Tensor, steps: int) -> Tensor:
+    """Approximately orthogonalise G (the quintic iteration of modded-nanogpt's Muon)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16() if G.is_cuda else G.float()
+    X = X / (X.norm() + 1e-7)
+    tall = X.size(0) > X.size(1)
+    X = X.T if tall else X
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
+class Muon(torch.optim.Optimizer):
+    """Nesterov momentum, orthogonalised per matrix; ranks split the matrices and all-reduce the updates."""
+
+    def __init__(self, params, lr, momentum, ns_steps, weight_decay):
+        super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        for group in self.param_groups:
+            params = group["params"]
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world == rank:
+                    buf = self.state[p].setdefault("momentum", torch.zeros_like(p.grad))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    update = newton_schulz(p.grad.add(buf, alpha=group["momentum"]), group["ns_steps"])
+                    flat[offset:offset + p.numel()] = update.flatten().float() * max(1, p.size(0) / p.size(1)) ** 0.5
+                offset += p.numel()
+            if world > 1:
+                dist.all_reduce(flat)
+            offset = 0
+            for p in params:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(flat[offset:offset + p.numel()].view_as(p), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def is_matrix(name: str, p: Tensor) -> bool:
+    """Weights that Muon trains and GPTQ quantizes: the blocks' and attention's large projections."""
+    return p.ndim == 2 and min(p.shape) >= 64 and name != "embed.weight"
+
+
+def build_optimizers(model: nn.Module, args: Hyperparameters) -> list[torch.optim.Optimizer]:
+    named = list(model.named_parameters())
+    matrices = [p for n, p in named if is_matrix(n, p)]
+    scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
+    adam = dict(betas=(args.beta1, args.beta2), eps=1e-8, fused=torch.cuda.is_available())
+    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd),
+            torch.optim.Adam([model.embed.weight], lr=args.embed_lr, **adam),
+            torch.optim.Adam(scalars, lr=args.scalar_lr, **adam)]
+    for opt in opts:
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
+    return opts
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.shadow = decay, [p.detach().float().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module):
+        torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module):
+        for p, s in zip(model.parameters(), self.shadow):
+            p.copy_(s)
+
+# ---------------------------------------------------------------- training
+
+def log0(msg: str, logfile: str | None = None):
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(msg, flush=True)
+        if logfile:
+            with open(logfile, "a", encoding="utf-8") as f:
+                print(msg, file=f)
+
+
+def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
+    """Linear warm-up by steps; linear warm-down over the last WARMDOWN_FRAC of the time (or step) budget."""
+    warm = min(1.0, (step + 1) / args.lr_warmup_steps) if args.lr_warmup_steps > 0 else 1.0
+    progress = step / args.iterations
+    if args.max_wallclock_seconds > 0:
+        progress = max(progress, elapsed / args.max_wallclock_seconds)
+    return warm * max(0.0, min(1.0, (1 - progress) / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
+
+
+def autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_step(model, loader, accum: int, device) -> Tensor:
+    total = torch.zeros((), device=device)
+    for micro in range(accum):
+        x, y = loader.next_batch()
+        if isinstance(model, DDP):
+            model.require_backward_grad_sync = micro == accum - 1
+        with autocast(device):
+            loss = model(x, y).mean()
+        (loss / accum).backward()
+        total += loss.detach()
+    return total / accum
+
+
+def grad_accum_steps(args: Hyperparameters, world_size: int) -> int:
+    per_step = world_size * args.micro_batch_seqs * args.train_seq_len
+    if args.train_batch_tokens % per_step:
+        raise ValueError(f"TRAIN_BATCH_TOKENS={args.train_batch_tokens} is not a multiple of WORLD_SIZE x "
+                         f"MICRO_BATCH_SEQS x TRAIN_SEQ_LEN = {per_step}")
+    return args.train_batch_tokens // per_step
+
+
+def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
+    """Trains until ITERATIONS or the wall-clock cap (the same step on every rank); returns the EMA."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    accum = grad_accum_steps(args, world)
+    optimizers = build_optimizers(base_model, args)
+    initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
+    for i in range(args.compile_warmup_steps):  # compiles kernels for the training shapes; undone below
+        t = time.perf_counter()
+        train_step(model, make_loader(), accum, device)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        log0(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s", logfile)
+    base_model.load_state_dict(initial[0])
+    for opt, state in zip(optimizers, initial[1]):
+        opt.load_state_dict(state)
+    loader, ema = make_loader(), EMA(base_model, args.ema_decay)
+    step, elapsed, why = 0, 0.0, "iterations"
+    sync(device)
+    t0 = time.perf_counter()
+    while step < args.iterations:
+        scale = lr_scale(step, elapsed, args)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+        momentum_frac = min(1.0, step / max(1, args.muon_momentum_warmup_steps))
+        optimizers[0].param_groups[0]["momentum"] = (args.muon_momentum_warmup_start * (1 - momentum_frac)
+                                                     + args.muon_momentum * momentum_frac)
+        loss = train_step(model, loader, accum, device)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        ema.update(base_model)
+        step += 1
+        elapsed = time.perf_counter() - t0
+        stop = torch.tensor([elapsed >= args.max_wallclock_seconds > 0, not torch.isfinite(loss)], device=device)
+        if world > 1:
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        if stop[1]:
+            raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
+        if step % args.train_log_every == 0 or step <= 5 or stop[0] or step == args.iterations:
+            tokens = step * args.train_batch_tokens
+            log0(f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} lr_scale:{scale:.3f} "
+                 f"train_time:{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
+                 f"tok/s:{tokens / elapsed:,.0f}", logfile)
+        if stop[0]:
+            why = "wall-clock cap"
+            break
+    log0(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s "
+         f"tokens:{step * args.train_batch_tokens:,}", logfile)
+    return {"ema": ema, "steps": step, "train_time": elapsed}
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+# ---------------------------------------------------------------- quantization
+
+def generate_calibration(model: nn.Module, n: int, length: int, temperature: float, seed: int, device) -> Tensor:
+    """Sequences the model samples itself from BOS: GPTQ never sees training or validation text."""
+    ids = torch.full((n, length), BOS_ID, dtype=torch.int64, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.inference_mode(), autocast(device):
+        for t in range(length - 1):  # fixed shape: positions after t do not influence position t
+            probs = torch.softmax(model.logits(ids)[:, t] / temperature, dim=-1)
+            ids[:, t + 1] = torch.multinomial(probs, 1, generator=gen)[:, 0]
+    return ids
+
+
+def collect_hessians(model: nn.Module, calib: Tensor, batch: int) -> dict[str, Tensor]:
+    """H = X^T X / rows over each quantized projection's inputs (the shared attention sees both uses)."""
+    hessians, rows, hooks = {}, {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, CastedLinear) and is_matrix(name + ".weight", module.weight):
+            def hook(mod, inputs, _, key=name + ".weight"):
+                x = inputs[0].detach().flatten(0, -2).float()
+                hessians[key] = hessians.get(key, 0) + x.T @ x
+                rows[key] = rows.get(key, 0) + x.size(0)
+            hooks.append(module.register_forward_hook(hook))
+    with torch.inference_mode(), autocast(calib.device):
+        for i in range(0, calib.size(0), batch):
+            model.logits(calib[i:i + batch])
+    for h in hooks:
+        h.remove()
+    return {k: (h / rows[k]).cpu() for k, h in hessians.items()}
+
+
+def row_scales(W: Tensor, bits: int) -> Tensor:
+    """Symmetric per-row scale, rounded to the fp16 it is stored as."""
+    return (W.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp_min(1e-8).half().float()
+
+
+def quantize_rtn(W: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    W, qmax = W.float(), 2 ** (bits - 1) - 1
+    scale = row_scales(W, bits)
+    return (W / scale[:, None]).round().clamp(-qmax, qmax).to(torch.int8), scale.half()
+
+
+def quantize_gptq(W: Tensor, H: Tensor, bits: int, block: int, damp: float) -> tuple[Tensor, Tensor]:
+    """GPTQ (Frantar et al. 2022): quantize column by column, spreading each column's error over the
+    columns not yet quantized through the inverse Hessian of the layer's inputs."""
+    W, H, qmax = W.float().clone(), H.float().clone(), 2 ** (bits - 1) - 1
+    dead = H.diagonal() == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += damp * H.diagonal().mean() * torch.eye(H.size(0))
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    scale = row_scales(W, bits)
+    Q = torch.zeros_like(W, dtype=torch.int8)
+    for i1 in range(0, W.size(1), block):
+        i2 = min(i1 + block, W.size(1))
+        W1, Hi, E = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2], torch.zeros(W.size(0), i2 - i1)
+        for i in range(i2 - i1):
+            q = (W1[:, i] / scale).round().clamp(-qmax, qmax)
+            Q[:, i1 + i] = q.to(torch.int8)
+            E[:, i] = (W1[:, i] - q * scale) / Hi[i, i]
+            W1[:, i:] -= E[:, i:i + 1] * Hi[i:i + 1, i:]
+        W[:, i2:] -= E @ Hinv[i1:i2, i2:]
+    return Q, scale.half()
+
+
+def quantize_model(model: nn.Module, hessians: dict[str, Tensor], args, logfile=None) -> dict[str, Tensor]:
+    """int6 GPTQ for the projections, int8 per-row for the tied embedding, fp16 for the small rest."""
+    arrays, kinds = {}, {}
+    for name, p in model.state_dict().items():
+        p = p.detach().cpu().float()
+        if name in hessians:
+            arrays[name + ":q"], arrays[name + ":s"] = quantize_gptq(p, hessians[name], 6, args.gptq_block,
+                                                                    args.gptq_damp)
+            kind = "int6-gptq"
+        elif p.ndim == 2 and p.numel() >= 65536:
+            arrays[name + ":q"], arrays[name + ":s"] = quantize_rtn(p, 8)
+            kind = "int8-rtn"
+        else:
+            arrays[name + ":f"], kind = p.half(), "fp16"
+        kinds[kind] = kinds.get(kind, 0) + p.numel()
+    log0("quant_kinds: " + " ".join(f"{k}:{v:,}params" for k, v in kinds.items()), logfile)
+    return arrays
+
+
+def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
+    state = {}
+    for key, t in arrays.items():
+        name, field = key.rsplit(":", 1)
+        if field == "q":
+            state[name] = t.float() * arrays[name + ":s"].float()[:, None]
+        elif field == "f":
+            state[name] = t.float()
+    return state
+
+
+ARTIFACT_MAGIC = b"GDNH1"
+
+
+def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
+    meta = [[k, str(t.dtype).removeprefix("torch."), list(t.shape)] for k, t in arrays.items()]
+    head = json.dumps({"config": config, "arrays": meta}, separators=(",", ":")).encode()
+    body = b"".join(t.contiguous().numpy().tobytes() for t in arrays.values())
+    raw = ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + body
+    return zstandard.ZstdCompressor(level=22).compress(raw)
+
+
+def unpack_artifact(blob: bytes) -> tuple[dict, dict[str, Tensor]]:
+    raw = zstandard.ZstdDecompressor().decompress(blob)
+    if not raw.startswith(ARTIFACT_MAGIC):
+        raise ValueError("not a GDN-Hybrid artifact (bad magic)")
+    n = int.from_bytes(raw[5:9], "little")
+    header, offset, arrays = json.loads(raw[9:9 + n]), 9 + n, {}
+    for key, dtype, shape in header["arrays"]:
+        t = torch.frombuffer(bytearray(raw[offset:]), dtype=getattr(torch, dtype), count=math.prod(shape))
+        arrays[key] = t.view(shape)
+        offset += t.numel() * t.element_size()
+    return header["config"], arrays
+
+
+class ArtifactTooLarge(RuntimeError):
+    pass
+
+
+def check_budget(artifact_bytes: int, code_bytes: int, cap: int) -> int:
+    total = artifact_bytes + code_bytes
+    if total > cap:
+        raise ArtifactTooLarge(f"artifact {artifact_bytes:,} + code {code_bytes:,} = {total:,} bytes is "
+                               f"{total - cap:,} bytes over the {cap:,}-byte cap: no result is declared")
+    return total
+
+
+def load_artifact(path: str, device) -> GDNHybrid:
+    """Rebuilds the model from the packed file alone."""
+    config, arrays = unpack_artifact(Path(path).read_bytes())
+    model = GDNHybrid(config).to(device)
+    model.load_state_dict(dequantize(arrays))
+    return model
+
+# ---------------------------------------------------------------- evaluation
+
+def build_sentencepiece_luts(sp: spm.SentencePieceProcessor, vocab_size: int, device) -> tuple[Tensor, ...]:
+    """Bytes per token: a leading '▁' is a space counted only after a non-boundary token (never in the
+    piece itself); a byte-fallback piece is 1 byte; control/unknown/unused pieces and padding ids are 0."""
+    n = max(int(sp.vocab_size()), vocab_size)
+    base, space, boundary = np.zeros(n, np.int64), np.zeros(n, np.bool_), np.ones(n, np.bool_)
+    for i in range(int(sp.vocab_size())):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        piece = sp.id_to_piece(i)
+        if sp.is_byte(i):
+            base[i] = 1
+        else:
+            space[i] = piece.startswith("▁")
+            base[i] = len(piece.removeprefix("▁").encode("utf-8"))
+    return tuple(torch.tensor(a, device=device) for a in (base, space, boundary))
+
+
+def token_byte_counts(prev_ids: Tensor, tgt_ids: Tensor, luts: tuple[Tensor, ...]) -> Tensor:
+    """The only byte counter: UTF-8 bytes that each target token adds to the decoded text."""
+    base, space, boundary = luts
+    return base[tgt_ids] + (space[tgt_ids] & ~boundary[prev_ids]).long()
+
+
+def decoded_byte_count(sp: spm.SentencePieceProcessor, tokens: np.ndarray) -> int:
+    """UTF-8 bytes of the text the tokens decode to, document by document (BOS excluded)."""
+    starts = np.flatnonzero(tokens == BOS_ID)
+    bounds = np.concatenate([[0], starts, [len(tokens)]])
+    return sum(len(sp.decode(tokens[a:b][tokens[a:b] != BOS_ID].tolist()).encode("utf-8"))
+               for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
+
+
+def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
+    """(start, first scored offset) per window over a stream of n_tokens (n_tokens - 1 targets).
+    Every target is scored once; all but the first window's targets see >= seq_len - stride context."""
+    if n_tokens - 1 < seq_len:
+        raise ValueError(f"validation stream of {n_tokens} tokens is shorter than EVAL_SEQ_LEN={seq_len}")
+    last = n_tokens - 1 - seq_len
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return [(s, 0 if i == 0 else starts[i - 1] + seq_len - s) for i, s in enumerate(starts)]
+
+
+@torch.inference_mode()
+def evaluate(model, tokens: Tensor, luts, args, device, stride: int, logfile=None) -> dict:
+    """Sliding-window val loss and bpb; sums are exact (float64 nats, int64 bytes) across ranks."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    L, B = args.eval_seq_len, args.eval_batch_seqs
+    windows = window_schedule(tokens.numel(), L, stride)
+    mine = windows[rank * len(windows) // world:(rank + 1) * len(windows) // world]
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
+    model.eval()
+    t0, batches = time.perf_counter(), math.ceil(len(mine) / B)
+    offsets = torch.arange(L, device=device)
+    for bi in range(batches):
+        part = mine[bi * B:(bi + 1) * B]
+        part += [(part[-1][0], L)] * (B - len(part))  # fixed shape: padded windows score nothing
+        idx = torch.tensor([s for s, _ in part])[:, None] + torch.arange(L + 1)
+        seqs = tokens[idx].to(device)
+        x, y = seqs[:, :-1], seqs[:, 1:]
+        scored = offsets >= torch.tensor([f for _, f in part], device=device)[:, None]
+        with autocast(device):
+            nll = model(x, y)
+        sums[0] += nll.double()[scored].sum()
+        sums[1] += scored.sum()
+        sums[2] += token_byte_counts(x, y, luts)[scored].sum()
+        if (bi + 1) % math.ceil(batches / 10) == 0:
+            log0(f"eval: {bi + 1}/{batches} batches {time.perf_counter() - t0:.1f}s", logfile)
+    if world > 1:
+        dist.all_reduce(sums)
+    nats, count, nbytes = sums.tolist()
+    model.train()
+    return {"val_loss": nats / count, "val_bpb": nats / math.log(2) / nbytes, "tokens": int(count),
+            "bytes": int(nbytes), "seconds": time.perf_counter() - t0}
+
+
+def prove_byte_count(sp, tokens: Tensor, luts, logfile=None) -> int:
+    """The LUT's byte total over every scored target must equal the UTF-8 length of the decoded text."""
+    lut_bytes = int(token_byte_counts(tokens[:-1], tokens[1:], tuple(t.cpu() for t in luts)).sum())
+    text_bytes = decoded_byte_count(sp, tokens.numpy())
+    log0(f"byte_proof: lut_bytes:{lut_bytes} decoded_utf8_bytes:{text_bytes} "
+         f"{'match' if lut_bytes == text_bytes else 'MISMATCH'}", logfile)
+    if lut_bytes != text_bytes:
+        raise AssertionError(f"byte count LUT disagrees with the decoded text: {lut_bytes} != {text_bytes}")
+    return lut_bytes
+
+# ---------------------------------------------------------------- main
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if "RANK" in os.environ:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
+    return rank, world, device
+
+
+def load_tokenizer(args) -> spm.SentencePieceProcessor:
+    if not Path(args.tokenizer_path).is_file():
+        raise FileNotFoundError(f"tokenizer {args.tokenizer_path} not found: set TOKENIZER_PATH")
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if int(sp.vocab_size()) != args.vocab_size:
+        raise ValueError(f"tokenizer {args.tokenizer_path} has {sp.vocab_size()} pieces but VOCAB_SIZE="
+                         f"{args.vocab_size}: shards, tokenizer and model must share one vocabulary")
+    return sp
+
+
+def report(tag: str, result: dict, logfile=None):
+    log0(f"{tag} val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} tokens:{result['tokens']} "
+         f"bytes:{result['bytes']} eval_time:{result['seconds']:.1f}s", logfile)
+
+
+def score_artifact(args, path, tokens, luts, device, logfile=None) -> dict:
+    model = load_artifact(path, device)
+    model.logits(tokens[None, :args.eval_seq_len].to(device))  # nothing trained; warms kernels
+    result = evaluate(model, tokens, luts, args, device, args.eval_stride, logfile)
+    report("final_int6_zstd22_roundtrip", result, logfile)
+    return result
+
+
+def main():
+    args = Hyperparameters()
+    rank, world, device = setup_distributed()
+    code = Path(__file__).read_bytes()
+    os.makedirs("logs", exist_ok=True)
+    logfile = f"logs/{args.run_id}.txt"
+    torch.manual_seed(args.seed)
+    sp = load_tokenizer(args)
+    val_tokens = load_val_tokens(args.val_files, args.vocab_size)
+    luts = build_sentencepiece_luts(sp, args.vocab_size, device)
+    log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
+         f"val_tokens:{val_tokens.numel()}", logfile)
+    if rank == 0:
+        prove_byte_count(sp, val_tokens, luts, logfile)
+    if len(sys.argv) == 3 and sys.argv[1] == "--eval":
+        score_artifact(args, sys.argv[2], val_tokens, luts, device, logfile)
+        return
+    config = args.model_config()
+    base_model = GDNHybrid({**config, "tied_embed_init_std": args.tied_embed_init_std}).to(device)
+    if device.type == "cuda":
+        for block in base_model.blocks:
+            block.mlp.compile()
+    log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} layout:{'-'.join(base_model.layout)}",
+         logfile)
+    model = DDP(base_model, device_ids=[device.index]) if dist.is_initialized() and device.type == "cuda" else (
+        DDP(base_model) if dist.is_initialized() else base_model)
+    make_loader = lambda: DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
+                                            args.micro_batch_seqs, args.train_seq_len, device)
+    result = train(args, base_model, model, make_loader, device, logfile)
+    train_tokens = sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in shard_files(args.train_files))
+    log0(f"epochs:{result['steps'] * args.train_batch_tokens / train_tokens:.3f} of {train_tokens:,} train tokens",
+         logfile)
+    if device.type == "cuda":
+        log0(f"peak_memory:{torch.cuda.max_memory_allocated() // 2**20} MiB", logfile)
+    result["ema"].copy_to(base_model)
+    pre = evaluate(base_model, val_tokens, luts, args, device, args.eval_stride, logfile)
+    report("pre_quant_ema", pre, logfile)
+    if rank == 0:
+        t = time.perf_counter()
+        calib = generate_calibration(base_model, args.calib_seqs, args.calib_len, args.calib_temperature,
+                                     args.seed, device)
+        log0(f"calibration: {args.calib_seqs} self-generated sequences x {args.calib_len} tokens, temperature "
+             f"{args.calib_temperature}, {time.perf_counter() - t:.1f}s", logfile)
+        hessians = collect_hessians(base_model, calib, args.eval_batch_seqs)
+        blob = pack_artifact(config, quantize_model(base_model, hessians, args, logfile))
+        Path(args.artifact_path).write_bytes(blob)
+        log0(f"artifact:{args.artifact_path} bytes:{len(blob)} code_bytes:{len(code)} "
+             f"quantize_pack_time:{time.perf_counter() - t:.1f}s", logfile)
+    if dist.is_initialized():
+        dist.barrier()
+    total = check_budget(Path(args.artifact_path).stat().st_size, len(code), args.artifact_cap_bytes)
+    log0(f"bytes_total:{total} margin:{args.artifact_cap_bytes - total}", logfile)
+    post = score_artifact(args, args.artifact_path, val_tokens, luts, device, logfile)
+    log0(f"quant_gap_bpb:{post['val_bpb'] - pre['val_bpb']:+.5f}", logfile)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
