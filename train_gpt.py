@@ -274,7 +274,8 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
-        qkv = F.silu(causal_conv(self.qkv(x), self.conv.to(x.dtype), ctx["doc"]))
+        qkv = self.qkv(x)
+        qkv = F.silu(causal_conv(qkv, self.conv.to(qkv.dtype), ctx["doc"]))
         q, k, v = (t.view(B, T, self.heads, self.head_dim) for t in qkv.chunk(3, dim=-1))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         b, a = self.beta_decay(x).float().chunk(2, dim=-1)
@@ -302,7 +303,7 @@ def attention_mask(B: int, T: int, window: int, doc: Tensor | None, device):
         ok = (qi >= ki) & (qi - ki < window)
         return ok & (doc[b, qi] == doc[b, ki]) if doc is not None else ok
     if device.type == "cuda":
-        return create_block_mask(allowed, B if doc is not None else None, None, T, T, device=device)
+        return create_block_mask(allowed, B if doc is not None else None, None, T, T, device=device, _compile=True)
     pos = torch.arange(T, device=device)
     return allowed(torch.arange(B, device=device)[:, None, None, None], 0, pos[:, None], pos).expand(B, 1, T, T)
 

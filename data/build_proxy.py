@@ -67,16 +67,16 @@ def train_tokenizer(inputs, val_docs: int, train_docs: int, vocab_size: int, out
 class ShardWriter:
     def __init__(self, out: Path, split: str, shard_tokens: int):
         self.out, self.split, self.shard_tokens = out, split, shard_tokens
-        self.buf, self.files, self.docs, self.tokens, self.bytes = [], [], 0, 0, 0
+        self.buf, self.buffered, self.files, self.docs, self.tokens, self.bytes = [], 0, [], 0, 0, 0
 
     def add(self, text: str, ids: list[int]):
         self.buf.append(np.asarray([BOS_ID] + ids, dtype=np.uint16))
         self.docs, self.bytes = self.docs + 1, self.bytes + len(text.encode("utf-8"))
-        self.tokens += len(ids) + 1
-        while sum(len(b) for b in self.buf) >= self.shard_tokens:
+        self.tokens, self.buffered = self.tokens + len(ids) + 1, self.buffered + len(ids) + 1
+        while self.buffered >= self.shard_tokens:
             flat = np.concatenate(self.buf)
             self.write(flat[:self.shard_tokens])
-            self.buf = [flat[self.shard_tokens:]]
+            self.buf, self.buffered = [flat[self.shard_tokens:]], len(flat) - self.shard_tokens
 
     def write(self, tokens: np.ndarray):
         path = self.out / f"fineweb_{self.split}_{len(self.files):06d}.bin"
