@@ -277,7 +277,7 @@ class GatedDeltaNet(nn.Module):
         qkv = self.qkv(x)
         qkv = F.silu(causal_conv(qkv, self.conv.to(qkv.dtype), ctx["doc"]))
         q, k, v = (t.view(B, T, self.heads, self.head_dim) for t in qkv.chunk(3, dim=-1))
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        q, k = (F.normalize(t, dim=-1).to(v.dtype) for t in (q, k))  # autocast computes norms in fp32
         b, a = self.beta_decay(x).float().chunk(2, dim=-1)
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:

@@ -14,7 +14,7 @@ def recurrence_fp64(q, k, v, g, beta, scale):
     """The Gated DeltaNet recurrence one token at a time, in float64."""
     q, k, v, g, beta = (t.double() for t in (q, k, v, g, beta))
     B, T, H, K = q.shape
-    S, out = torch.zeros(B, H, K, v.size(-1), dtype=torch.float64), []
+    S, out = torch.zeros(B, H, K, v.size(-1), dtype=torch.float64, device=q.device), []
     for t in range(T):
         S = S * g[:, t].exp()[..., None, None]
         delta = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k[:, t], S))
