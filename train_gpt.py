@@ -232,6 +232,7 @@ def gated_delta_rule_ref(q, k, v, g, beta, scale, chunk=64):
     return o[:, :T]
 
 
+@torch.compiler.disable  # compiled blocks call fla's own kernels eagerly
 def gated_delta_rule(q, k, v, g, beta):
     scale = q.size(-1) ** -0.5
     if not q.is_cuda:
@@ -598,7 +599,7 @@ def collect_hessians(model: nn.Module, calib: Tensor, batch: int) -> dict[str, T
             model.logits(calib[i:i + batch])
     for h in hooks:
         h.remove()
-    return {k: (h / rows[k]).cpu() for k, h in hessians.items()}
+    return {k: h / rows[k] for k, h in hessians.items()}
 
 
 def row_scales(W: Tensor, bits: int) -> Tensor:
@@ -619,13 +620,13 @@ def quantize_gptq(W: Tensor, H: Tensor, bits: int, block: int, damp: float) -> t
     dead = H.diagonal() == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    H += damp * H.diagonal().mean() * torch.eye(H.size(0))
+    H += damp * H.diagonal().mean() * torch.eye(H.size(0), device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     scale = row_scales(W, bits)
     Q = torch.zeros_like(W, dtype=torch.int8)
     for i1 in range(0, W.size(1), block):
         i2 = min(i1 + block, W.size(1))
-        W1, Hi, E = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2], torch.zeros(W.size(0), i2 - i1)
+        W1, Hi, E = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2], torch.zeros(W.size(0), i2 - i1, device=W.device)
         for i in range(i2 - i1):
             q = (W1[:, i] / scale).round().clamp(-qmax, qmax)
             Q[:, i1 + i] = q.to(torch.int8)
@@ -635,15 +636,23 @@ def quantize_gptq(W: Tensor, H: Tensor, bits: int, block: int, damp: float) -> t
     return Q, scale.half()
 
 
-def quantize_model(model: nn.Module, hessians: dict[str, Tensor], args, logfile=None) -> dict[str, Tensor]:
-    """int6 GPTQ for the projections, int8 per-row for the tied embedding, fp16 for the small rest."""
+QUANT_LADDER = ((6, 6), (5, 6), (5, 5), (4, 5), (4, 4))  # (MLP bits, other projections' bits), best first
+
+
+def quantize_model(model: nn.Module, hessians: dict[str, Tensor], bits: tuple[int, int], args,
+                   logfile=None) -> dict[str, Tensor]:
+    """GPTQ for the projections (MLP at bits[0], the rest at bits[1]), int8 per-row for the tied
+    embedding, fp16 for the small rest."""
     arrays, kinds = {}, {}
     for name, p in model.state_dict().items():
-        p = p.detach().cpu().float()
-        if name in hessians:
-            arrays[name + ":q"], arrays[name + ":s"] = quantize_gptq(p, hessians[name], 6, args.gptq_block,
+        p = p.detach().float()  # stays on the model's device: the GPU does GPTQ in seconds
+        if is_matrix(name, p):
+            if name not in hessians:
+                raise RuntimeError(f"no calibration statistics for {name}: its forward hook never ran")
+            b = bits[0] if ".mlp." in name else bits[1]
+            arrays[name + ":q"], arrays[name + ":s"] = quantize_gptq(p, hessians[name], b, args.gptq_block,
                                                                     args.gptq_damp)
-            kind = "int6-gptq"
+            kind = f"int{b}-gptq"
         elif p.ndim == 2 and p.numel() >= 65536:
             arrays[name + ":q"], arrays[name + ":s"] = quantize_rtn(p, 8)
             kind = "int8-rtn"
@@ -651,8 +660,22 @@ def quantize_model(model: nn.Module, hessians: dict[str, Tensor], args, logfile=
             arrays[name + ":f"], kind = p.half(), "fp16"
         kinds[kind] = kinds.get(kind, 0) + p.numel()
     log0("quant_kinds: " + " ".join(f"{k}:{v:,}params" for k, v in kinds.items()), logfile)
-    return arrays
+    return {k: t.cpu() for k, t in arrays.items()}
 
+
+def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
+    """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code."""
+    n_params = sum(p.numel() for p in model.parameters())
+    for bits in QUANT_LADDER:
+        t = time.perf_counter()
+        blob = pack_artifact(config, quantize_model(model, hessians, bits, args, logfile))
+        fits = len(blob) + code_bytes <= args.artifact_cap_bytes
+        log0(f"quant_try: mlp:int{bits[0]} other:int{bits[1]} artifact_bytes:{len(blob)} "
+             f"bits_per_param:{8 * len(blob) / n_params:.3f} {'fits' if fits else 'over cap'} "
+             f"{time.perf_counter() - t:.1f}s", logfile)
+        if fits:
+            return blob
+    check_budget(len(blob), code_bytes, args.artifact_cap_bytes)
 
 def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     state = {}
@@ -855,7 +878,7 @@ def main():
     base_model = GDNHybrid({**config, "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
         for block in base_model.blocks:
-            block.mlp.compile()
+            block.compile()
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} layout:{'-'.join(base_model.layout)}",
          logfile)
     model = DDP(base_model, device_ids=[device.index]) if dist.is_initialized() and device.type == "cuda" else (
@@ -873,12 +896,14 @@ def main():
     report("pre_quant_ema", pre, logfile)
     if rank == 0:
         t = time.perf_counter()
-        calib = generate_calibration(base_model, args.calib_seqs, args.calib_len, args.calib_temperature,
-                                     args.seed, device)
+        plain = GDNHybrid(config).to(device)  # uncompiled: hooks inside compiled blocks would not run
+        plain.load_state_dict(base_model.state_dict())
+        calib = generate_calibration(plain, args.calib_seqs, args.calib_len, args.calib_temperature, args.seed,
+                                     device)
         log0(f"calibration: {args.calib_seqs} self-generated sequences x {args.calib_len} tokens, temperature "
              f"{args.calib_temperature}, {time.perf_counter() - t:.1f}s", logfile)
-        hessians = collect_hessians(base_model, calib, args.eval_batch_seqs)
-        blob = pack_artifact(config, quantize_model(base_model, hessians, args, logfile))
+        hessians = collect_hessians(plain, calib, args.eval_batch_seqs)
+        blob = fit_artifact(plain, hessians, config, len(code), args, logfile)
         Path(args.artifact_path).write_bytes(blob)
         log0(f"artifact:{args.artifact_path} bytes:{len(blob)} code_bytes:{len(code)} "
              f"quantize_pack_time:{time.perf_counter() - t:.1f}s", logfile)

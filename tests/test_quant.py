@@ -63,7 +63,7 @@ def test_quantized_model_reloads_from_bytes_close_to_float(markov_data):
     assert calib.shape == (4, 32) and (calib[:, 0] == train_gpt.BOS_ID).all()
     hessians = train_gpt.collect_hessians(model, calib, 2)
     assert "attn.q.weight" in hessians and "blocks.0.mixer.qkv.weight" in hessians
-    blob = train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(model, hessians, args))
+    blob = train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(model, hessians, (6, 6), args))
     path = markov_data / "artifact.ptz"
     path.write_bytes(blob)
     reloaded = train_gpt.load_artifact(str(path), torch.device("cpu"))
@@ -71,3 +71,26 @@ def test_quantized_model_reloads_from_bytes_close_to_float(markov_data):
     with torch.no_grad():
         a, b = model(ids, calib[:, 1:]).mean(), reloaded(ids, calib[:, 1:]).mean()
     assert a != b and abs(a - b) < 0.05 * a
+
+
+def test_a_projection_without_calibration_statistics_is_an_error(markov_data):
+    model = tiny_model()
+    hessians = train_gpt.collect_hessians(model, torch.full((2, 16), train_gpt.BOS_ID), 2)
+    del hessians["blocks.0.mlp.fc.weight"]
+    with pytest.raises(RuntimeError, match="blocks.0.mlp.fc.weight"):
+        train_gpt.quantize_model(model, hessians, (6, 6), tiny_args(markov_data))
+
+
+def test_fit_artifact_steps_down_the_ladder_until_it_fits_and_refuses_when_nothing_does(markov_data):
+    model = tiny_model()
+    hessians = train_gpt.collect_hessians(model, torch.randint(0, 64, (4, 32)), 2)
+    args = tiny_args(markov_data)
+    sizes = {bits: len(train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(model, hessians, bits, args)))
+             for bits in train_gpt.QUANT_LADDER}
+    assert sizes[(6, 6)] > sizes[(5, 5)] > sizes[(4, 4)]
+    args.artifact_cap_bytes = sizes[(5, 5)] + 1000
+    blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
+    assert len(blob) <= sizes[(5, 5)] and len(blob) + 1000 <= args.artifact_cap_bytes
+    args.artifact_cap_bytes = sizes[(4, 4)] + 999
+    with pytest.raises(train_gpt.ArtifactTooLarge, match="over the"):
+        train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)

@@ -1,0 +1,192 @@
+"""Times train_gpt.py's training step on one GPU, then breaks it into parts.
+
+    python3 scripts/bench_step.py [--variants eager,mlp,blocks] [--shapes 48x2048,24x2048] [--steps 10]
+
+A variant says what is torch.compile'd (fla's kernels always run eagerly): nothing, each block's MLP,
+or each whole block. A step is what train() does per optimizer step at accumulation 1: forward,
+backward, Muon + Adam, EMA. Tokens are random with a BOS every ~700 tokens, so document resets
+and masks do real work.
+
+Model FLOPs per token (training = 3 x forward):
+  matrices: 6 x (projection weights used per token, the shared attention counted twice, + the tied head)
+  attention: 3 x 4 x d x W per attention layer, W = mean number of keys a query sees (window 512, causal)
+  GDN recurrence: 3 x H x (4 K V + 2 C (K + V)) per GDN layer, chunk C = 64 (state read + update,
+  and the intra-chunk products of the chunked form)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_gpt as tg  # noqa: E402
+
+H100_BF16_DENSE_TFLOPS = 989.4
+
+
+def random_batch(B, T, vocab, device, gen):
+    ids = torch.randint(2, vocab, (B, T + 1), device=device, generator=gen)
+    ids[torch.rand(B, T + 1, device=device, generator=gen) < 1 / 700] = tg.BOS_ID
+    ids[:, 0] = tg.BOS_ID
+    return ids[:, :-1], ids[:, 1:]
+
+
+class RandomLoader:
+    def __init__(self, B, T, vocab, device):
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        self.batches = [random_batch(B, T, vocab, device, self.gen) for _ in range(4)]
+        self.i = 0
+
+    def next_batch(self):
+        self.i += 1
+        return self.batches[self.i % len(self.batches)]
+
+
+def flops_per_token(model, args, T):
+    linear = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, tg.CastedLinear))  # noqa: E731
+    matrices = linear(model.blocks) + 2 * linear(model.attn) + args.vocab_size * args.model_dim
+    W = sum(min(t + 1, args.swa_window) for t in range(T)) / T
+    H, K, C = args.num_heads, args.model_dim // args.num_heads, 64
+    n_gdn = model.layout.count("gdn")
+    return 6 * matrices + 2 * 3 * 4 * args.model_dim * W + n_gdn * 3 * H * (4 * K * K + 2 * C * 2 * K)
+
+
+def cuda_ms(fn, n):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / n
+
+
+def build(args, variant, device):
+    torch.manual_seed(0)
+    model = tg.GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
+    for block in model.blocks:
+        if variant == "mlp":
+            block.mlp.compile()
+        elif variant == "blocks":
+            block.compile()
+    return model
+
+
+def step_fn(model, opts, ema, loader, device):
+    def step():
+        tg.train_step(model, loader, 1, device)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        ema.update(model)
+    return step
+
+
+def bench_step(args, variant, B, T, steps, device):
+    model = build(args, variant, device)
+    opts, ema = tg.build_optimizers(model, args), tg.EMA(model, args.ema_decay)
+    step = step_fn(model, opts, ema, RandomLoader(B, T, args.vocab_size, device), device)
+    t = time.perf_counter()
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    warm = time.perf_counter() - t
+    torch.cuda.reset_peak_memory_stats()
+    ms = cuda_ms(step, steps)
+    return model, opts, ema, {"ms": ms, "warmup_s": warm, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def part_times(model, opts, ema, args, B, T, steps, device):
+    """Forward + backward of one block of each kind in isolation, the head + loss, and each update."""
+    gen = torch.Generator(device=device).manual_seed(1)
+    ids, tgt = random_batch(B, T, args.vocab_size, device, gen)
+    ctx = model.context(ids)
+    x = torch.randn(B, T, args.model_dim, device=device, requires_grad=True)
+    gdn, swa = model.blocks[0], model.blocks[model.layout.index("swa")]
+
+    def fwd_bwd(fn):
+        def run():
+            with tg.autocast(device):
+                out = fn()
+            out.float().square().mean().backward()
+        return run
+
+    parts = {
+        "gdn mixer": (fwd_bwd(lambda: gdn.mixer(tg.rms_norm(x), ctx)), model.layout.count("gdn")),
+        "attention": (fwd_bwd(lambda: model.attn(tg.rms_norm(x), ctx)), model.layout.count("swa")),
+        "mlp": (fwd_bwd(lambda: gdn.mlp(tg.rms_norm(x))), len(model.blocks)),
+        "gdn block (mixer+mlp)": (fwd_bwd(lambda: gdn(x, ctx, gdn.mixer)), model.layout.count("gdn")),
+        "swa block (attn+mlp)": (fwd_bwd(lambda: swa(x, ctx, model.attn)), model.layout.count("swa")),
+        "embed+head+loss": (fwd_bwd(lambda: torch.nn.functional.cross_entropy(
+            model.cfg["logit_softcap"] * torch.tanh(torch.nn.functional.linear(
+                tg.rms_norm(model.embed(ids)), model.embed.weight.to(torch.bfloat16)).float()
+                / model.cfg["logit_softcap"]).flatten(0, 1), tgt.flatten())), 1),
+        "block masks + doc ids": (lambda: model.context(ids), 1),
+        "muon": (opts[0].step, 1),
+        "adam (embed + scalars)": (lambda: (opts[1].step(), opts[2].step()), 1),
+        "ema": (lambda: ema.update(model), 1),
+    }
+    rows = []
+    for name, (fn, count) in parts.items():
+        for _ in range(2):
+            fn()
+        rows.append((name, cuda_ms(fn, steps), count))
+        model.zero_grad(set_to_none=False)
+    return rows
+
+
+def loader_ms(args, B, T, device, steps):
+    files = tg.shard_files(args.train_files) if Path(args.data_path).is_dir() else []
+    if not files:
+        return None
+    loader = tg.DistributedLoader(args.train_files, args.vocab_size, 0, 1, B, T, device)
+    loader.next_batch()
+    return cuda_ms(loader.next_batch, steps)
+
+
+def main():
+    cli = argparse.ArgumentParser()
+    cli.add_argument("--variants", default="eager,mlp,blocks")
+    cli.add_argument("--shapes", default="48x2048")
+    cli.add_argument("--steps", type=int, default=10)
+    cli.add_argument("--breakdown", default="blocks", help="variant whose parts are timed ('' for none)")
+    opt = cli.parse_args()
+    args, device = tg.Hyperparameters(), torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    table = []
+    for shape in opt.shapes.split(","):
+        B, T = map(int, shape.split("x"))
+        for variant in opt.variants.split(","):
+            model, opts, ema, r = bench_step(args, variant, B, T, opt.steps, device)
+            fpt = flops_per_token(model, args, T)
+            tok_s = B * T / (r["ms"] / 1000)
+            table.append((shape, variant, r["ms"], tok_s, r["peak_gib"], fpt, fpt * tok_s / 1e12, r["warmup_s"]))
+            print(f"measured {shape} {variant}: {r['ms']:.1f} ms/step", flush=True)
+            if variant == opt.breakdown and shape == opt.shapes.split(",")[0]:
+                rows = part_times(model, opts, ema, args, B, T, opt.steps, device)
+                step_ms = r["ms"]
+            del model, opts, ema
+            torch.cuda.empty_cache()
+    data = loader_ms(args, 48, 2048, device, opt.steps)
+    if opt.breakdown:
+        print(f"\nper part, variant '{opt.breakdown}', {opt.shapes.split(',')[0]} (fwd+bwd unless an update):")
+        print(f"{'part':<26}{'ms each':>9}{'x n':>5}{'ms/step':>9}{'share':>7}")
+        for name, ms, n in rows:
+            print(f"{name:<26}{ms:>9.2f}{n:>5}{ms * n:>9.1f}{ms * n / step_ms:>7.0%}")
+        if data is not None:
+            print(f"{'data (48x2048 from shards)':<26}{data:>9.2f}{1:>5}{data:>9.1f}{data / step_ms:>7.0%}")
+    print(f"\n{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
+          f"{'TFLOP/s':>9}{'of peak':>8}{'warm-up s':>10}")
+    for shape, variant, ms, tok_s, peak, fpt, tflops, warm in table:
+        print(f"{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}{tflops:>9.0f}"
+              f"{tflops / H100_BF16_DENSE_TFLOPS:>8.1%}{warm:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
