@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -590,7 +591,7 @@ def collect_hessians(model: nn.Module, calib: Tensor, batch: int) -> dict[str, T
     for name, module in model.named_modules():
         if isinstance(module, CastedLinear) and is_matrix(name + ".weight", module.weight):
             def hook(mod, inputs, _, key=name + ".weight"):
-                x = inputs[0].detach().flatten(0, -2).float()
+                x = inputs[0].detach().flatten(0, -2).double()  # TF32 sums can leave H not positive definite
                 hessians[key] = hessians.get(key, 0) + x.T @ x
                 rows[key] = rows.get(key, 0) + x.size(0)
             hooks.append(module.register_forward_hook(hook))
@@ -616,12 +617,12 @@ def quantize_rtn(W: Tensor, bits: int) -> tuple[Tensor, Tensor]:
 def quantize_gptq(W: Tensor, H: Tensor, bits: int, block: int, damp: float) -> tuple[Tensor, Tensor]:
     """GPTQ (Frantar et al. 2022): quantize column by column, spreading each column's error over the
     columns not yet quantized through the inverse Hessian of the layer's inputs."""
-    W, H, qmax = W.float().clone(), H.float().clone(), 2 ** (bits - 1) - 1
+    W, H, qmax = W.float().clone(), H.double().clone(), 2 ** (bits - 1) - 1
     dead = H.diagonal() == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    H += damp * H.diagonal().mean() * torch.eye(H.size(0), device=H.device)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    H += damp * H.diagonal().mean() * torch.eye(H.size(0), device=H.device, dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
     scale = row_scales(W, bits)
     Q = torch.zeros_like(W, dtype=torch.int8)
     for i1 in range(0, W.size(1), block):
@@ -664,18 +665,23 @@ def quantize_model(model: nn.Module, hessians: dict[str, Tensor], bits: tuple[in
 
 
 def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
-    """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code."""
+    """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code.
+    Every rung is packed (zstd-22 in parallel threads) so that the log shows the whole trade-off."""
     n_params = sum(p.numel() for p in model.parameters())
-    for bits in QUANT_LADDER:
-        t = time.perf_counter()
-        blob = pack_artifact(config, quantize_model(model, hessians, bits, args, logfile))
-        fits = len(blob) + code_bytes <= args.artifact_cap_bytes
-        log0(f"quant_try: mlp:int{bits[0]} other:int{bits[1]} artifact_bytes:{len(blob)} "
-             f"bits_per_param:{8 * len(blob) / n_params:.3f} {'fits' if fits else 'over cap'} "
-             f"{time.perf_counter() - t:.1f}s", logfile)
-        if fits:
+    t = time.perf_counter()
+    arrays = [quantize_model(model, hessians, bits, args, logfile) for bits in QUANT_LADDER]
+    with ThreadPoolExecutor(len(arrays)) as pool:
+        blobs = list(pool.map(lambda a: pack_artifact(config, a), arrays))
+    for bits, blob in zip(QUANT_LADDER, blobs):
+        log0(f"quant_rung: mlp:int{bits[0]} other:int{bits[1]} artifact_bytes:{len(blob)} "
+             f"bits_per_param:{8 * len(blob) / n_params:.3f} "
+             f"{'fits' if len(blob) + code_bytes <= args.artifact_cap_bytes else 'over cap'}", logfile)
+    log0(f"quantize_and_pack_all_rungs: {time.perf_counter() - t:.1f}s", logfile)
+    for bits, blob in zip(QUANT_LADDER, blobs):
+        if len(blob) + code_bytes <= args.artifact_cap_bytes:
+            log0(f"quant_choice: mlp:int{bits[0]} other:int{bits[1]}", logfile)
             return blob
-    check_budget(len(blob), code_bytes, args.artifact_cap_bytes)
+    check_budget(len(blobs[-1]), code_bytes, args.artifact_cap_bytes)
 
 def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     state = {}

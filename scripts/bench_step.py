@@ -103,6 +103,7 @@ def bench_step(args, variant, B, T, steps, device):
 
 def part_times(model, opts, ema, args, B, T, steps, device):
     """Forward + backward of one block of each kind in isolation, the head + loss, and each update."""
+    tg.train_step(model, RandomLoader(B, T, args.vocab_size, device), 1, device)  # every parameter has a grad
     gen = torch.Generator(device=device).manual_seed(1)
     ids, tgt = random_batch(B, T, args.vocab_size, device, gen)
     ctx = model.context(ids)
