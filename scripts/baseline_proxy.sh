@@ -5,7 +5,7 @@
 #   DATA=/tmp/proxy SECONDS_BUDGET=300 bash scripts/baseline_proxy.sh
 set -euo pipefail
 DATA=${DATA:-/tmp/proxy}
-OUTDIR=${OUT:-logs}
+OUTDIR=$(realpath -m "${OUT:-logs}")
 mkdir -p "$OUTDIR" .baseline/run
 export DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model RUN_ID=${RUN_ID:-baseline} \
        MAX_WALLCLOCK_SECONDS=${SECONDS_BUDGET:-300} VAL_LOSS_EVERY=0 PYTHONUNBUFFERED=1
