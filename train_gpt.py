@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import hashlib
 import json
 import math
 import os
@@ -859,7 +860,7 @@ def score_artifact(args, path, tokens, luts, device, logfile=None) -> dict:
     model = load_artifact(path, device)
     model.logits(tokens[None, :args.eval_seq_len].to(device))  # nothing trained; warms kernels
     result = evaluate(model, tokens, luts, args, device, args.eval_stride, logfile)
-    report("final_int6_zstd22_roundtrip", result, logfile)
+    report("final_quantized_zstd22_roundtrip", result, logfile)
     return result
 
 
@@ -874,6 +875,7 @@ def main():
     val_tokens = load_val_tokens(args.val_files, args.vocab_size)
     luts = build_sentencepiece_luts(sp, args.vocab_size, device)
     log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
+         f"code_sha256:{hashlib.sha256(code).hexdigest()} "
          f"val_tokens:{val_tokens.numel()}", logfile)
     if rank == 0:
         prove_byte_count(sp, val_tokens, luts, logfile)

@@ -44,7 +44,7 @@ def test_two_rank_run_trains_quantizes_and_scores_once(run):
     work, _, log = run
     assert "world_size:2" in log and "byte_proof:" in log and "match" in log
     assert log.count("stopping: iterations after 25 steps") == 1
-    assert log.count("final_int6_zstd22_roundtrip") == 1 and (work / "model.ptz").is_file()
+    assert log.count("final_quantized_zstd22_roundtrip") == 1 and (work / "model.ptz").is_file()
     assert "int6-gptq" in log and "calibration: 4 self-generated sequences x 32 tokens" in log
     pre, post = number(r"pre_quant_ema .*val_bpb:([\d.]+)", log), number(r"roundtrip .*val_bpb:([\d.]+)", log)
     first = number(r"step:1/25 train_loss:([\d.]+)", log)
@@ -61,3 +61,13 @@ def test_cold_eval_of_the_artifact_alone_reproduces_the_score(run, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "logs"]  # it wrote no weights and read none but the artifact
     cold = number(r"roundtrip .*val_bpb:([\d.]+)", out.stdout)
     assert abs(cold - number(r"roundtrip .*val_bpb:([\d.]+)", log)) < 1e-6
+
+
+def test_record_folder_from_the_run_log(run, tmp_path):
+    sys.path.insert(0, str(ROOT / "records"))
+    import make_record
+    work, _, _ = run
+    out = tmp_path / "record"
+    assert make_record.main([str(work / "logs" / "e2e.txt"), "--out", str(out), "--name", "tiny", "--author", "ci",
+                             "--github-id", "ci", "--blurb", "CPU smoke run", "--data-note", "synthetic shards"]) == 0
+    assert (out / "submission.json").is_file() and (out / "e2e.txt").is_file()
