@@ -460,12 +460,18 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list[torch.opti
 
 
 class EMA:
+    """Exponential moving average whose decay ramps up from 0: early weights soon wash out, even in
+    runs shorter than the 1 / (1 - decay) horizon."""
+
     def __init__(self, model: nn.Module, decay: float):
-        self.decay, self.shadow = decay, [p.detach().float().clone() for p in model.parameters()]
+        self.decay, self.updates = decay, 0
+        self.shadow = [p.detach().float().clone() for p in model.parameters()]
 
     @torch.no_grad()
     def update(self, model: nn.Module):
-        torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - self.decay)
+        self.updates += 1
+        decay = min(self.decay, self.updates / (self.updates + 10))
+        torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - decay)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module):

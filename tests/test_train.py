@@ -95,3 +95,14 @@ def test_non_finite_loss_stops_with_a_clear_error(markov_data):
         model.embed.weight[5] = math.nan
     with pytest.raises(FloatingPointError, match="non-finite training loss at step 1"):
         train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
+
+
+def test_ema_forgets_the_initial_weights_in_a_short_run():
+    model = torch.nn.Linear(4, 4, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = train_gpt.EMA(model, 0.997)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(100):  # a fixed 0.997 decay would still hold 74% of the initial zeros here
+        ema.update(model)
+    assert ema.shadow[0].min() > 0.9
