@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from itertools import islice
 from pathlib import Path
 
@@ -56,11 +55,10 @@ def all_docs(inputs: list[str]):
 
 def train_tokenizer(inputs, val_docs: int, train_docs: int, vocab_size: int, out: Path) -> Path:
     texts = (t.replace("\x00", " ").strip() for t in islice(all_docs(inputs), val_docs, val_docs + train_docs))
-    with tempfile.TemporaryDirectory() as tmp:
-        prefix = os.path.join(tmp, "tok")
-        spm.SentencePieceTrainer.train(sentence_iterator=(t for t in texts if t), model_prefix=prefix,
-                                       vocab_size=vocab_size, num_threads=os.cpu_count(), **TRAINER_SETTINGS, **QUIET)
-        shutil.copy(prefix + ".model", out)
+    model = io.BytesIO()  # no model_prefix: a temporary path would end up inside the .model file
+    spm.SentencePieceTrainer.train(sentence_iterator=(t for t in texts if t), model_writer=model,
+                                   vocab_size=vocab_size, num_threads=os.cpu_count(), **TRAINER_SETTINGS, **QUIET)
+    out.write_bytes(model.getvalue())
     return out
 
 
