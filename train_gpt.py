@@ -672,23 +672,23 @@ def quantize_model(model: nn.Module, hessians: dict[str, Tensor], bits: tuple[in
 
 
 def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
-    """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code.
-    Every rung is packed (zstd-22 in parallel threads) so that the log shows the whole trade-off."""
+    """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code,
+    else the smallest one (which check_budget then refuses on every rank). Every rung is packed (zstd-22
+    in parallel threads) so that the log shows the whole trade-off."""
     n_params = sum(p.numel() for p in model.parameters())
     t = time.perf_counter()
     arrays = [quantize_model(model, hessians, bits, args, logfile) for bits in QUANT_LADDER]
     with ThreadPoolExecutor(len(arrays)) as pool:
         blobs = list(pool.map(lambda a: pack_artifact(config, a), arrays))
-    for bits, blob in zip(QUANT_LADDER, blobs):
+    fits = [len(blob) + code_bytes <= args.artifact_cap_bytes for blob in blobs]
+    for bits, blob, ok in zip(QUANT_LADDER, blobs, fits):
         log0(f"quant_rung: mlp:int{bits[0]} other:int{bits[1]} artifact_bytes:{len(blob)} "
-             f"bits_per_param:{8 * len(blob) / n_params:.3f} "
-             f"{'fits' if len(blob) + code_bytes <= args.artifact_cap_bytes else 'over cap'}", logfile)
-    log0(f"quantize_and_pack_all_rungs: {time.perf_counter() - t:.1f}s", logfile)
-    for bits, blob in zip(QUANT_LADDER, blobs):
-        if len(blob) + code_bytes <= args.artifact_cap_bytes:
-            log0(f"quant_choice: mlp:int{bits[0]} other:int{bits[1]}", logfile)
-            return blob
-    check_budget(len(blobs[-1]), code_bytes, args.artifact_cap_bytes)
+             f"bits_per_param:{8 * len(blob) / n_params:.3f} {'fits' if ok else 'over cap'}", logfile)
+    choice = fits.index(True) if any(fits) else len(blobs) - 1
+    log0(f"quant_choice: mlp:int{QUANT_LADDER[choice][0]} other:int{QUANT_LADDER[choice][1]}"
+         f"{'' if any(fits) else ' (no rung fits the cap)'} {time.perf_counter() - t:.1f}s", logfile)
+    return blobs[choice]
+
 
 def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     state = {}

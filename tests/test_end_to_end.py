@@ -71,3 +71,14 @@ def test_record_folder_from_the_run_log(run, tmp_path):
     assert make_record.main([str(work / "logs" / "e2e.txt"), "--out", str(out), "--name", "tiny", "--author", "ci",
                              "--github-id", "ci", "--blurb", "CPU smoke run", "--data-note", "synthetic shards"]) == 0
     assert (out / "submission.json").is_file() and (out / "e2e.txt").is_file()
+
+
+def test_over_budget_run_fails_on_both_ranks_before_any_score(run, tmp_path):
+    _, env, _ = run
+    env = dict(env, ARTIFACT_CAP_BYTES="20000", ARTIFACT_PATH=str(tmp_path / "big.ptz"), ITERATIONS="3")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train_gpt.py")]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "over the 20,000-byte cap: no result is declared" in text
+    assert "(no rung fits the cap)" in text and "final_quantized_zstd22_roundtrip" not in text

@@ -81,7 +81,7 @@ def test_a_projection_without_calibration_statistics_is_an_error(markov_data):
         train_gpt.quantize_model(model, hessians, (6, 6), tiny_args(markov_data))
 
 
-def test_fit_artifact_steps_down_the_ladder_until_it_fits_and_refuses_when_nothing_does(markov_data):
+def test_fit_artifact_steps_down_the_ladder_until_it_fits_else_gives_the_smallest_to_refuse(markov_data):
     model = tiny_model()
     hessians = train_gpt.collect_hessians(model, torch.randint(0, 64, (4, 32)), 2)
     args = tiny_args(markov_data)
@@ -92,5 +92,7 @@ def test_fit_artifact_steps_down_the_ladder_until_it_fits_and_refuses_when_nothi
     blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
     assert len(blob) <= sizes[(5, 5)] and len(blob) + 1000 <= args.artifact_cap_bytes
     args.artifact_cap_bytes = sizes[(4, 4)] + 999
-    with pytest.raises(train_gpt.ArtifactTooLarge, match="over the"):
-        train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
+    blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
+    assert len(blob) == sizes[(4, 4)]
+    with pytest.raises(train_gpt.ArtifactTooLarge, match="1 bytes over the"):
+        train_gpt.check_budget(len(blob), 1000, args.artifact_cap_bytes)
