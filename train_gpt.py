@@ -387,8 +387,11 @@ class GDNHybrid(nn.Module):
         x = rms_norm(self.embed(ids))
         for block in self.blocks:
             x = block(x, ctx, block.mixer or self.attn)
-        logits = F.linear(rms_norm(x), self.embed.weight.to(x.dtype)).float()
-        cap = self.cfg["logit_softcap"]
+        return self.head(x)
+
+    def head(self, x: Tensor) -> Tensor:
+        """Tied output projection with a tanh soft-cap on the logits."""
+        logits, cap = F.linear(rms_norm(x), self.embed.weight.to(x.dtype)).float(), self.cfg["logit_softcap"]
         return cap * torch.tanh(logits / cap)
 
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:

@@ -124,9 +124,7 @@ def part_times(model, opts, ema, args, B, T, steps, device):
         "gdn block (mixer+mlp)": (fwd_bwd(lambda: gdn(x, ctx, gdn.mixer)), model.layout.count("gdn")),
         "swa block (attn+mlp)": (fwd_bwd(lambda: swa(x, ctx, model.attn)), model.layout.count("swa")),
         "embed+head+loss": (fwd_bwd(lambda: torch.nn.functional.cross_entropy(
-            model.cfg["logit_softcap"] * torch.tanh(torch.nn.functional.linear(
-                tg.rms_norm(model.embed(ids)), model.embed.weight.to(torch.bfloat16)).float()
-                / model.cfg["logit_softcap"]).flatten(0, 1), tgt.flatten())), 1),
+            model.head(tg.rms_norm(model.embed(ids))).flatten(0, 1), tgt.flatten())), 1),
         "block masks + doc ids": (lambda: model.context(ids), 1),
         "muon": (opts[0].step, 1),
         "adam (embed + scalars)": (lambda: (opts[1].step(), opts[2].step()), 1),
