@@ -27,12 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CAP = 16_000_000
 FIELDS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes:(\d+)",
-          "world_size": r"world_size:(\d+)", "seed_run": r"run_id:(\S+)",
           "steps": r"stopping: .* after (\d+) steps", "train_time": r"stopping: .*train_time:([\d.]+)s",
           "pre_bpb": r"pre_quant_ema .*val_bpb:([\d.]+)",
           "val_loss": r"final_quantized_zstd22_roundtrip val_loss:([\d.]+)",
           "val_bpb": r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)",
-          "eval_time": r"final_quantized_zstd22_roundtrip .*eval_time:([\d.]+)s",
           "bytes_total": r"bytes_total:(\d+)", "artifact_bytes": r"artifact:\S+ bytes:(\d+)"}
 
 
@@ -78,9 +76,8 @@ def betainc(a: float, b: float, x: float) -> float:
     front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
     if x > (a + 1) / (a + b + 2):
         return 1 - betainc(b, a, 1 - x)
-    c, d, f = 1.0, 1 - (a + b) * x / (a + 1), 0.0  # Lentz's continued fraction
-    d = 1 / (d if abs(d) > 1e-300 else 1e-300)
-    f = d
+    c, d = 1.0, 1 - (a + b) * x / (a + 1)  # Lentz's continued fraction
+    d = f = 1 / (d if abs(d) > 1e-300 else 1e-300)
     for m in range(1, 300):
         for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
                     -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
