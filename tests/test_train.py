@@ -27,6 +27,25 @@ def test_newton_schulz_orthogonalises():
     assert s.min() > 0.5 and s.max() < 1.3
 
 
+def test_newton_schulz_treats_a_stack_as_separate_matrices():
+    G = torch.randn(3, 96, 48)
+    G[1] *= 100  # each matrix is normalised on its own
+    each = torch.stack([train_gpt.newton_schulz(g, 5) for g in G])
+    assert torch.allclose(train_gpt.newton_schulz(G, 5), each, atol=1e-5)
+
+
+def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*s)) for s in ((96, 64), (64, 64), (96, 64), (64, 96))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.detach().clone() for p in params]
+    train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5).step()
+    for p, p0 in zip(params, before):
+        update = train_gpt.newton_schulz(p.grad, 5) * max(1, p.size(0) / p.size(1)) ** 0.5
+        assert torch.allclose(p.detach(), p0 * (1 - 0.1 * 0.5) - 0.1 * update, atol=1e-5)
+
+
 def test_parameter_groups_cover_every_parameter_once():
     model = fresh_model()
     groups = [p for opt in train_gpt.build_optimizers(model, tiny_args(Path("."))) for g in opt.param_groups
