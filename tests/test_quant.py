@@ -81,16 +81,19 @@ def test_a_projection_without_calibration_statistics_is_an_error(markov_data):
         train_gpt.quantize_model(model, hessians, (6, 6), tiny_args(markov_data))
 
 
-def test_fit_artifact_steps_down_the_ladder_until_it_fits_else_gives_the_smallest_to_refuse(markov_data):
+def test_fit_artifact_finds_the_first_rung_that_fits_else_gives_the_smallest_to_refuse(markov_data, capsys):
     model = tiny_model()
     hessians = train_gpt.collect_hessians(model, torch.randint(0, 64, (4, 32)), 2)
     args = tiny_args(markov_data)
     sizes = {bits: len(train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(model, hessians, bits, args)))
              for bits in train_gpt.QUANT_LADDER}
     assert sizes[(6, 6)] > sizes[(5, 5)] > sizes[(4, 4)]
-    args.artifact_cap_bytes = sizes[(5, 5)] + 1000
-    blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
-    assert len(blob) <= sizes[(5, 5)] and len(blob) + 1000 <= args.artifact_cap_bytes
+    for i, bits in enumerate(train_gpt.QUANT_LADDER):
+        args.artifact_cap_bytes = sizes[bits] + 1000
+        assert len(train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)) == sizes[bits]
+        out = capsys.readouterr().out
+        assert f"quant_choice: mlp:int{bits[0]} other:int{bits[1]} rungs_packed:" in out
+        assert 1 <= out.count("quant_rung:") <= 3
     args.artifact_cap_bytes = sizes[(4, 4)] + 999
     blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
     assert len(blob) == sizes[(4, 4)]
