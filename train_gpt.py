@@ -795,6 +795,8 @@ def decoded_byte_count(sp: spm.SentencePieceProcessor, tokens: np.ndarray) -> in
 def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
     """(start, first scored offset) per window over a stream of n_tokens (n_tokens - 1 targets).
     Every target is scored once; all but the first window's targets see >= seq_len - stride context."""
+    if not 0 < stride <= seq_len:
+        raise ValueError(f"EVAL_STRIDE={stride} must be in 1..EVAL_SEQ_LEN={seq_len}, or targets go unscored")
     if n_tokens - 1 < seq_len:
         raise ValueError(f"validation stream of {n_tokens} tokens is shorter than EVAL_SEQ_LEN={seq_len}")
     last = n_tokens - 1 - seq_len

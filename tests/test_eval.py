@@ -72,3 +72,9 @@ def test_sliding_with_stride_equal_to_length_is_plain_chunked_eval(markov_data):
     assert abs(result["val_loss"] - plain) < 1e-6
     sliding = train_gpt.evaluate(model, tokens, luts, args, torch.device("cpu"), stride=16)
     assert sliding["tokens"] == result["tokens"] and sliding["val_loss"] <= result["val_loss"] + 1e-3
+
+
+@pytest.mark.parametrize("stride", [0, 129])
+def test_a_stride_that_would_skip_targets_is_refused(stride):
+    with pytest.raises(ValueError, match="targets go unscored"):
+        train_gpt.window_schedule(1000, 128, stride)
