@@ -1,6 +1,10 @@
 """Times train_gpt.py's training step on one GPU, then breaks it into parts.
 
     python3 scripts/bench_step.py [--variants eager,mlp,blocks] [--shapes 48x2048,24x2048] [--steps 10]
+        [--code train_gpt.py,.prev/train_gpt.py]
+
+--code times other versions of the script side by side (e.g. `git show HEAD~1:train_gpt.py >
+.prev/train_gpt.py`, carried to the GPU machine as an ignored path); the breakdown is of the first.
 
 A variant says what is torch.compile'd (fla's kernels always run eagerly): nothing, each block's MLP,
 or each whole block. A step is what train() does per optimizer step at accumulation 1: forward,
@@ -17,22 +21,26 @@ Model FLOPs per token (training = 3 x forward):
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_gpt as tg  # noqa: E402
-
 H100_BF16_DENSE_TFLOPS = 989.4
 
 
-def random_batch(B, T, vocab, device, gen):
+def load_code(path: str, index: int):
+    spec = importlib.util.spec_from_file_location(f"train_gpt_v{index}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def random_batch(B, T, vocab, device, gen, bos=1):
     ids = torch.randint(2, vocab, (B, T + 1), device=device, generator=gen)
-    ids[torch.rand(B, T + 1, device=device, generator=gen) < 1 / 700] = tg.BOS_ID
-    ids[:, 0] = tg.BOS_ID
+    ids[torch.rand(B, T + 1, device=device, generator=gen) < 1 / 700] = bos
+    ids[:, 0] = bos
     return ids[:, :-1], ids[:, 1:]
 
 
@@ -47,7 +55,7 @@ class RandomLoader:
         return self.batches[self.i % len(self.batches)]
 
 
-def flops_per_token(model, args, T):
+def flops_per_token(tg, model, args, T):
     linear = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, tg.CastedLinear))  # noqa: E731
     matrices = linear(model.blocks) + 2 * linear(model.attn) + args.vocab_size * args.model_dim
     W = sum(min(t + 1, args.swa_window) for t in range(T)) / T
@@ -66,7 +74,7 @@ def cuda_ms(fn, n):
     return start.elapsed_time(end) / n
 
 
-def build(args, variant, device):
+def build(tg, args, variant, device):
     torch.manual_seed(0)
     model = tg.GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     for block in model.blocks:
@@ -77,7 +85,7 @@ def build(args, variant, device):
     return model
 
 
-def step_fn(model, opts, ema, loader, device):
+def step_fn(tg, model, opts, ema, loader, device):
     def step():
         tg.train_step(model, loader, 1, device)
         for opt in opts:
@@ -87,10 +95,10 @@ def step_fn(model, opts, ema, loader, device):
     return step
 
 
-def bench_step(args, variant, B, T, steps, device):
-    model = build(args, variant, device)
+def bench_step(tg, args, variant, B, T, steps, device):
+    model = build(tg, args, variant, device)
     opts, ema = tg.build_optimizers(model, args), tg.EMA(model, args.ema_decay)
-    step = step_fn(model, opts, ema, RandomLoader(B, T, args.vocab_size, device), device)
+    step = step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device), device)
     t = time.perf_counter()
     for _ in range(3):
         step()
@@ -101,7 +109,7 @@ def bench_step(args, variant, B, T, steps, device):
     return model, opts, ema, {"ms": ms, "warmup_s": warm, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def part_times(model, opts, ema, args, B, T, steps, device):
+def part_times(tg, model, opts, ema, args, B, T, steps, device):
     """Forward + backward of one block of each kind in isolation, the head + loss, and each update."""
     tg.train_step(model, RandomLoader(B, T, args.vocab_size, device), 1, device)  # every parameter has a grad
     gen = torch.Generator(device=device).manual_seed(1)
@@ -139,7 +147,7 @@ def part_times(model, opts, ema, args, B, T, steps, device):
     return rows
 
 
-def loader_ms(args, B, T, device, steps):
+def loader_ms(tg, args, B, T, device, steps):
     files = tg.shard_files(args.train_files) if Path(args.data_path).is_dir() else []
     if not files:
         return None
@@ -154,36 +162,42 @@ def main():
     cli.add_argument("--shapes", default="48x2048")
     cli.add_argument("--steps", type=int, default=10)
     cli.add_argument("--breakdown", default="blocks", help="variant whose parts are timed ('' for none)")
+    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
+                     help="comma-separated versions of train_gpt.py to time side by side")
     opt = cli.parse_args()
-    args, device = tg.Hyperparameters(), torch.device("cuda")
+    device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
-    table = []
-    for shape in opt.shapes.split(","):
-        B, T = map(int, shape.split("x"))
-        for variant in opt.variants.split(","):
-            model, opts, ema, r = bench_step(args, variant, B, T, opt.steps, device)
-            fpt = flops_per_token(model, args, T)
-            tok_s = B * T / (r["ms"] / 1000)
-            table.append((shape, variant, r["ms"], tok_s, r["peak_gib"], fpt, fpt * tok_s / 1e12, r["warmup_s"]))
-            print(f"measured {shape} {variant}: {r['ms']:.1f} ms/step", flush=True)
-            if variant == opt.breakdown and shape == opt.shapes.split(",")[0]:
-                rows = part_times(model, opts, ema, args, B, T, opt.steps, device)
-                step_ms = r["ms"]
-            del model, opts, ema
-            torch.cuda.empty_cache()
-    data = loader_ms(args, 48, 2048, device, opt.steps)
+    table, codes = [], opt.code.split(",")
+    for ci, code in enumerate(codes):
+        tg = load_code(code, ci)
+        args = tg.Hyperparameters()
+        for shape in opt.shapes.split(","):
+            B, T = map(int, shape.split("x"))
+            for variant in opt.variants.split(","):
+                model, opts, ema, r = bench_step(tg, args, variant, B, T, opt.steps, device)
+                fpt = flops_per_token(tg, model, args, T)
+                tok_s = B * T / (r["ms"] / 1000)
+                table.append((code, shape, variant, r["ms"], tok_s, r["peak_gib"], fpt, fpt * tok_s / 1e12,
+                              r["warmup_s"]))
+                print(f"measured {code} {shape} {variant}: {r['ms']:.1f} ms/step", flush=True)
+                if ci == 0 and variant == opt.breakdown and shape == opt.shapes.split(",")[0]:
+                    rows = part_times(tg, model, opts, ema, args, B, T, opt.steps, device)
+                    step_ms, data = r["ms"], loader_ms(tg, args, 48, 2048, device, opt.steps)
+                del model, opts, ema
+                torch.cuda.empty_cache()
     if opt.breakdown:
-        print(f"\nper part, variant '{opt.breakdown}', {opt.shapes.split(',')[0]} (fwd+bwd unless an update):")
+        print(f"\nper part, {codes[0]}, variant '{opt.breakdown}', {opt.shapes.split(',')[0]} "
+              f"(fwd+bwd unless an update):")
         print(f"{'part':<26}{'ms each':>9}{'x n':>5}{'ms/step':>9}{'share':>7}")
         for name, ms, n in rows:
             print(f"{name:<26}{ms:>9.2f}{n:>5}{ms * n:>9.1f}{ms * n / step_ms:>7.0%}")
         if data is not None:
             print(f"{'data (48x2048 from shards)':<26}{data:>9.2f}{1:>5}{data:>9.1f}{data / step_ms:>7.0%}")
-    print(f"\n{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
+    print(f"\n{'code':<22}{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
           f"{'TFLOP/s':>9}{'of peak':>8}{'warm-up s':>10}")
-    for shape, variant, ms, tok_s, peak, fpt, tflops, warm in table:
-        print(f"{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}{tflops:>9.0f}"
+    for code, shape, variant, ms, tok_s, peak, fpt, tflops, warm in table:
+        print(f"{code[-22:]:<22}{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}{tflops:>9.0f}"
               f"{tflops / H100_BF16_DENSE_TFLOPS:>8.1%}{warm:>10.1f}")
 
 
