@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Ours against the challenge's baseline on one GPU: same proxy shards, tokenizer and training seconds,
+# in one call, then one table (scripts/compare_table.py). Needs the baseline in the ignored .baseline/
+# (see scripts/baseline_proxy.sh). Extra ENV=VALUE arguments go to our run only.
+#   DATA=/tmp/proxy SECONDS_BUDGET=150 bash scripts/compare_proxy.sh [ENV=VALUE ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DATA=${DATA:-/tmp/proxy} SECONDS_BUDGET=${SECONDS_BUDGET:-150}
+OUTDIR=$(realpath -m "${OUT:-logs}")
+mkdir -p "$OUTDIR"
+RUN_ID=cmp_baseline bash scripts/baseline_proxy.sh
+DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model python3 scripts/score_baseline.py .baseline/train_gpt.py \
+  .baseline/run/final_model.int8.ptz 2>&1 | tee "$OUTDIR/cmp_baseline_ours_metric.log"
+OUT=$OUTDIR RUN_ID=cmp_ours bash scripts/proxy_train.sh "$@"
+python3 scripts/compare_table.py "$DATA" "$OUTDIR/cmp_baseline.log" "$OUTDIR/cmp_baseline_ours_metric.log" \
+  "$OUTDIR/cmp_ours.log" | tee "$OUTDIR/compare_table.txt"

@@ -1,0 +1,65 @@
+"""One table from a compare_proxy.sh call: the challenge baseline and ours on the same shards and seconds.
+
+    python3 scripts/compare_table.py DATA_DIR BASELINE_LOG BASELINE_OURS_METRIC_LOG OURS_LOG
+
+Each run is scored by its own final metric; the baseline is also scored by ours (score_baseline.py), so
+the two post-quantization columns separate model gains from evaluation gains.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import sys
+
+import numpy as np
+
+
+def last(pattern: str, text: str, cast=float):
+    found = re.findall(pattern, text, flags=re.M)
+    if not found:
+        raise ValueError(f"no line matches {pattern!r}: did the run finish?")
+    return cast(found[-1].replace(",", ""))
+
+
+def train_tokens(data_dir: str) -> int:
+    return sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in glob.glob(f"{data_dir}/fineweb_train_*.bin"))
+
+
+def baseline_row(log: str, ours_metric: str) -> dict:
+    steps = last(r"stopping_early: .* step:(\d+)/", log, int)
+    seconds = last(r"stopping_early: wallclock_cap train_time:(\d+)ms", log) / 1000
+    tokens = steps * last(r"train_batch_tokens:(\d+)", log, int)
+    return {"run": "challenge baseline", "seconds": seconds, "steps": steps, "tokens": tokens,
+            "pre": last(r"^step:\d+/\d+ val_loss:\S+ val_bpb:([\d.]+)", log),
+            "post_own": last(r"final_int8_zlib_roundtrip_exact .*val_bpb:([\d.]+)", log),
+            "post_ours": last(r"baseline_ours_metric .*val_bpb:([\d.]+)", ours_metric),
+            "artifact": last(r"Serialized model int8\+zlib: (\d+) bytes", log, int)}
+
+
+def ours_row(log: str) -> dict:
+    post = last(r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)", log)
+    return {"run": "ours (GDN hybrid)", "seconds": last(r"stopping: .*train_time:([\d.]+)s", log),
+            "steps": last(r"stopping: .* after (\d+) steps", log, int),
+            "tokens": last(r"stopping: .*tokens:([\d,]+)", log, int),
+            "pre": last(r"pre_quant_ema .*val_bpb:([\d.]+)", log), "post_own": post, "post_ours": post,
+            "artifact": last(r"artifact:\S+ bytes:(\d+)", log, int)}
+
+
+def main(data_dir, baseline_log, baseline_ours_metric_log, ours_log):
+    read = lambda p: open(p, encoding="utf-8", errors="replace").read()  # noqa: E731
+    n_train = train_tokens(data_dir)
+    rows = [baseline_row(read(baseline_log), read(baseline_ours_metric_log)), ours_row(read(ours_log))]
+    print(f"{'run':<20}{'train s':>8}{'steps':>7}{'tokens':>14}{'epochs':>7}{'tok/s':>11}{'pre bpb':>9}"
+          f"{'post (own)':>11}{'post (ours)':>12}{'artifact B':>12}")
+    for r in rows:
+        print(f"{r['run']:<20}{r['seconds']:>8.1f}{r['steps']:>7}{r['tokens']:>14,}{r['tokens'] / n_train:>7.2f}"
+              f"{r['tokens'] / r['seconds']:>11,.0f}{r['pre']:>9.4f}{r['post_own']:>11.5f}{r['post_ours']:>12.5f}"
+              f"{r['artifact']:>12,}")
+    print(f"ours - baseline, post-quantization, our metric: {rows[1]['post_ours'] - rows[0]['post_ours']:+.5f} bpb")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
