@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -682,26 +683,22 @@ def quantize_model(model: nn.Module, hessians: dict[str, Tensor], bits: tuple[in
 
 def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
     """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code,
-    else the smallest one (which check_budget then refuses on every rank). Sizes shrink down the ladder,
-    so a binary search packs at most three of the five rungs (GPTQ + zstd-22 take ~16 s a rung)."""
-    n_params, t, blobs = sum(p.numel() for p in model.parameters()), time.perf_counter(), {}
-
-    def fits(i: int) -> bool:
-        if i not in blobs:
-            blobs[i] = pack_artifact(config, quantize_model(model, hessians, QUANT_LADDER[i], args, logfile))
-            log0(f"quant_rung: mlp:int{QUANT_LADDER[i][0]} other:int{QUANT_LADDER[i][1]} artifact_bytes:"
-                 f"{len(blobs[i])} bits_per_param:{8 * len(blobs[i]) / n_params:.3f}", logfile)
-        return len(blobs[i]) + code_bytes <= args.artifact_cap_bytes
-
-    lo, hi = 0, len(QUANT_LADDER) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
-    ok = fits(lo)
-    log0(f"quant_choice: mlp:int{QUANT_LADDER[lo][0]} other:int{QUANT_LADDER[lo][1]}"
-         f"{'' if ok else ' (no rung fits the cap)'} rungs_packed:{len(blobs)} {time.perf_counter() - t:.1f}s",
-         logfile)
-    return blobs[lo]
+    else the smallest one (which check_budget then refuses on every rank). zstd-22 takes ~40 s a rung on
+    one core and GPTQ a few seconds on the GPU, so each rung is compressed in its own thread while the
+    GPU quantizes the next; every rung is logged, showing the whole trade-off."""
+    n_params, t = sum(p.numel() for p in model.parameters()), time.perf_counter()
+    with ThreadPoolExecutor(len(QUANT_LADDER)) as pool:
+        jobs = [pool.submit(pack_artifact, config, quantize_model(model, hessians, bits, args, logfile))
+                for bits in QUANT_LADDER]
+        blobs = [job.result() for job in jobs]
+    fits = [len(blob) + code_bytes <= args.artifact_cap_bytes for blob in blobs]
+    for bits, blob, ok in zip(QUANT_LADDER, blobs, fits):
+        log0(f"quant_rung: mlp:int{bits[0]} other:int{bits[1]} artifact_bytes:{len(blob)} "
+             f"bits_per_param:{8 * len(blob) / n_params:.3f} {'fits' if ok else 'over cap'}", logfile)
+    choice = fits.index(True) if any(fits) else len(blobs) - 1
+    log0(f"quant_choice: mlp:int{QUANT_LADDER[choice][0]} other:int{QUANT_LADDER[choice][1]}"
+         f"{'' if any(fits) else ' (no rung fits the cap)'} {time.perf_counter() - t:.1f}s", logfile)
+    return blobs[choice]
 
 
 def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
