@@ -15,7 +15,7 @@ mkdir -p "$OUTDIR"
 if [[ $what == all || $what == baseline ]]; then
   RUN_ID=cmp_baseline bash scripts/baseline_proxy.sh
   DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model python3 scripts/score_baseline.py .baseline/train_gpt.py \
-    .baseline/run/final_model.int8.ptz 2>&1 | tee "$OUTDIR/cmp_baseline_ours_metric.log"
+    .baseline/run/final_model.int8.ptz "$OUTDIR/cmp_baseline.log" 2>&1 | tee "$OUTDIR/cmp_baseline_ours_metric.log"
 fi
 if [[ $what == all || $what == ours ]]; then
   OUT=$OUTDIR RUN_ID=cmp_ours bash scripts/proxy_train.sh "$@"

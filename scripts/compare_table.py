@@ -19,7 +19,7 @@ def last(pattern: str, text: str, cast=float):
     found = re.findall(pattern, text, flags=re.M)
     if not found:
         raise ValueError(f"no line matches {pattern!r}: did the run finish?")
-    return cast(found[-1].replace(",", ""))
+    return cast(found[-1] if isinstance(found[-1], tuple) else found[-1].replace(",", ""))
 
 
 def train_tokens(data_dir: str) -> int:
@@ -34,6 +34,9 @@ def baseline_row(log: str, ours_metric: str) -> dict:
             "pre": last(r"^step:\d+/\d+ val_loss:\S+ val_bpb:([\d.]+)", log),
             "post_own": last(r"final_int8_zlib_roundtrip_exact .*val_bpb:([\d.]+)", log),
             "post_ours": last(r"baseline_ours_metric .*val_bpb:([\d.]+)", ours_metric),
+            "own_loss": last(r"final_int8_zlib_roundtrip_exact val_loss:([\d.]+)", log),
+            "disjoint_loss": last(r"baseline_ours_metric seq_len:(\d+) stride:\1 val_loss:([\d.]+)", ours_metric,
+                                  lambda m: float(m[1])),
             "artifact": last(r"Serialized model int8\+zlib: (\d+) bytes", log, int)}
 
 
@@ -57,6 +60,8 @@ def main(data_dir, baseline_log, baseline_ours_metric_log, ours_log):
               f"{r['tokens'] / r['seconds']:>11,.0f}{r['pre']:>9.4f}{r['post_own']:>11.5f}{r['post_ours']:>12.5f}"
               f"{r['artifact']:>12,}")
     print(f"ours - baseline, post-quantization, our metric: {rows[1]['post_ours'] - rows[0]['post_ours']:+.5f} bpb")
+    print(f"adapter check: baseline's own val_loss {rows[0]['own_loss']:.5f}, ours over the same disjoint windows "
+          f"{rows[0]['disjoint_loss']:.5f}")
 
 
 if __name__ == "__main__":
