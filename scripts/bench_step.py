@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ H100_BF16_DENSE_TFLOPS = 989.4
 def load_code(path: str, index: int):
     spec = importlib.util.spec_from_file_location(f"train_gpt_v{index}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # torch.compile looks the module up by name
     spec.loader.exec_module(module)
     return module
 

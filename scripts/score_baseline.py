@@ -35,6 +35,7 @@ import train_gpt as tg  # noqa: E402
 def load_baseline(path: str):
     spec = importlib.util.spec_from_file_location("baseline_train_gpt", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # torch.compile looks the module up by name
     spec.loader.exec_module(module)
     return module
 
