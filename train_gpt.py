@@ -712,25 +712,29 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-ARTIFACT_MAGIC = b"GDNH1"
+ARTIFACT_MAGIC = b"GDNH2"
 
 
 def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
+    """Magic, header length, then two zstd-22 frames: the JSON header, and the tensors with every integer
+    array ahead of the fp16 scales and small tensors. Measured on an int4 artifact of the full model,
+    one frame with the header in front and scales between the arrays was 1.08 MB (7%) larger."""
+    arrays = dict(sorted(arrays.items(), key=lambda kv: not kv[0].endswith(":q")))
     meta = [[k, str(t.dtype).removeprefix("torch."), list(t.shape)] for k, t in arrays.items()]
-    head = json.dumps({"config": config, "arrays": meta}, separators=(",", ":")).encode()
-    body = b"".join(t.contiguous().numpy().tobytes() for t in arrays.values())
-    raw = ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + body
-    return zstandard.ZstdCompressor(level=22).compress(raw)
+    zstd = zstandard.ZstdCompressor(level=22)
+    head = zstd.compress(json.dumps({"config": config, "arrays": meta}, separators=(",", ":")).encode())
+    body = zstd.compress(b"".join(t.contiguous().numpy().tobytes() for t in arrays.values()))
+    return ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + body
 
 
 def unpack_artifact(blob: bytes) -> tuple[dict, dict[str, Tensor]]:
-    raw = zstandard.ZstdDecompressor().decompress(blob)
-    if not raw.startswith(ARTIFACT_MAGIC):
-        raise ValueError("not a GDN-Hybrid artifact (bad magic)")
-    n = int.from_bytes(raw[5:9], "little")
-    header, offset, arrays = json.loads(raw[9:9 + n]), 9 + n, {}
+    if not blob.startswith(ARTIFACT_MAGIC):
+        raise ValueError(f"not a GDN-Hybrid artifact (magic {blob[:5]!r}, expected {ARTIFACT_MAGIC!r})")
+    n, zstd = int.from_bytes(blob[5:9], "little"), zstandard.ZstdDecompressor()
+    header, raw = json.loads(zstd.decompress(blob[9:9 + n])), bytearray(zstd.decompress(blob[9 + n:]))
+    offset, arrays = 0, {}
     for key, dtype, shape in header["arrays"]:
-        t = torch.frombuffer(bytearray(raw[offset:]), dtype=getattr(torch, dtype), count=math.prod(shape))
+        t = torch.frombuffer(raw, dtype=getattr(torch, dtype), count=math.prod(shape), offset=offset)
         arrays[key] = t.view(shape)
         offset += t.numel() * t.element_size()
     return header["config"], arrays
