@@ -1,0 +1,64 @@
+"""Is it worth bit-packing the quantized values? Re-packs an artifact's integer arrays two ways and
+compresses each with zstd-22: one value per byte (what train_gpt.py writes) and the values bit-packed
+at the width their range needs (6 bits for int6, 5 for int5, ...). Prints both sizes.
+
+    python3 scripts/packing_study.py final_model.int6.ptz [more.ptz ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_gpt as tg  # noqa: E402
+
+
+def width(q: np.ndarray) -> int:
+    """Bits of the symmetric signed range that holds q: int6 values lie in [-31, 31]."""
+    return int(np.abs(q.astype(np.int32)).max(initial=0)).bit_length() + 1
+
+
+def bit_pack(q: np.ndarray, bits: int) -> bytes:
+    """Offset to unsigned, then each value's low `bits` bits, most significant first, end to end."""
+    u = (q.astype(np.int32).ravel() + (1 << (bits - 1))).astype(np.uint32)
+    planes = (u[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint32)) & 1
+    return np.packbits(planes.astype(np.uint8).ravel()).tobytes()
+
+
+def study(path: str) -> dict:
+    blob = Path(path).read_bytes()
+    _, arrays = tg.unpack_artifact(blob)
+    per_byte, packed, rest, widths = [], [], [], {}
+    for key, t in arrays.items():
+        a = t.numpy()
+        if key.endswith(":q"):
+            b = width(a)
+            widths[b] = widths.get(b, 0) + a.size
+            per_byte.append(a.tobytes())
+            packed.append(bit_pack(a, b))
+        else:
+            rest.append(a.tobytes())
+    z = zstandard.ZstdCompressor(level=22)
+    tail = b"".join(rest)
+    return {"artifact": len(blob), "widths": widths,
+            "per_byte": len(z.compress(b"".join(per_byte) + tail)),
+            "bit_packed": len(z.compress(b"".join(packed) + tail))}
+
+
+def main(paths):
+    print(f"{'artifact':<32}{'file B':>12}{'per-byte+zstd':>15}{'bit-packed+zstd':>17}{'packed-byte':>13}  widths")
+    for p in paths:
+        r = study(p)
+        widths = " ".join(f"int{b}:{n:,}" for b, n in sorted(r["widths"].items()))
+        print(f"{Path(p).name[-32:]:<32}{r['artifact']:>12,}{r['per_byte']:>15,}{r['bit_packed']:>17,}"
+              f"{r['bit_packed'] - r['per_byte']:>+13,}  {widths}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
