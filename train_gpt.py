@@ -683,7 +683,7 @@ def quantize_model(model: nn.Module, hessians: dict[str, Tensor], bits: tuple[in
 
 def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
     """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code,
-    else the smallest one (which check_budget then refuses on every rank). zstd-22 takes ~40 s a rung on
+    else the smallest one (which check_budget then refuses on every rank). zstd-22 takes ~45 s a rung on
     one core and GPTQ a few seconds on the GPU, so each rung is compressed in its own thread while the
     GPU quantizes the next; every rung is logged, showing the whole trade-off."""
     n_params, t = sum(p.numel() for p in model.parameters()), time.perf_counter()
@@ -717,8 +717,9 @@ ARTIFACT_MAGIC = b"GDNH2"
 
 def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
     """Magic, header length, then two zstd-22 frames: the JSON header, and the tensors with every integer
-    array ahead of the fp16 scales and small tensors. Measured on an int4 artifact of the full model,
-    one frame with the header in front and scales between the arrays was 1.08 MB (7%) larger."""
+    array ahead of the fp16 scales and small tensors. Measured on Gaussian weights of the full model's
+    shapes (sized within 0.5% of real artifacts), one frame with the header in front and scales between
+    the arrays was 0.90 MB (6%) larger at int4 and 1.35 MB (8%) at MLP int4 / rest int5."""
     arrays = dict(sorted(arrays.items(), key=lambda kv: not kv[0].endswith(":q")))
     meta = [[k, str(t.dtype).removeprefix("torch."), list(t.shape)] for k, t in arrays.items()]
     zstd = zstandard.ZstdCompressor(level=22)
