@@ -6,7 +6,7 @@ at the width their range needs (6 bits for int6, 5 for int5, ...). Prints both s
     python3 scripts/packing_study.py --gaussian 4,5 [--gaussian 6,6 ...]
 
 --gaussian MLP,OTHER packs Gaussian weights of the default model's shapes, rounded to nearest at those
-bits (embedding int8, small tensors fp16), with train_gpt.pack_artifact: on the proxy their sizes came
+bits by train_gpt's quantize_model (embedding int8, small tensors fp16), with train_gpt.pack_artifact: on the proxy their sizes came
 within 0.5% of the real GPTQ artifacts, so this measures the format without a trained model.
 """
 
@@ -58,18 +58,18 @@ def study(path: str) -> dict:
 
 
 def gaussian_artifact(bits: tuple[int, int], folder: str) -> str:
+    """Every weight drawn from N(0, 1), then train_gpt's own quantize_model; identity input statistics
+    make its GPTQ round to nearest."""
     args = tg.Hyperparameters()
     torch.manual_seed(0)
-    model, arrays = tg.GDNHybrid(args.model_config()), {}
-    for name, p in model.state_dict().items():
-        if tg.is_matrix(name, p):
-            arrays[name + ":q"], arrays[name + ":s"] = tg.quantize_rtn(torch.randn_like(p), bits[".mlp." not in name])
-        elif p.ndim == 2 and p.numel() >= 65536:
-            arrays[name + ":q"], arrays[name + ":s"] = tg.quantize_rtn(torch.randn_like(p), 8)
-        else:
-            arrays[name + ":f"] = p.half()
+    model = tg.GDNHybrid(args.model_config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    identity = {n + ".weight": torch.eye(m.in_features) for n, m in model.named_modules()
+                if isinstance(m, tg.CastedLinear) and tg.is_matrix(n + ".weight", m.weight)}
     path = Path(folder) / f"gaussian_mlp{bits[0]}_other{bits[1]}.ptz"
-    path.write_bytes(tg.pack_artifact(model.cfg, arrays))
+    path.write_bytes(tg.pack_artifact(model.cfg, tg.quantize_model(model, identity, bits, args)))
     return str(path)
 
 
