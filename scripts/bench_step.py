@@ -21,25 +21,16 @@ Model FLOPs per token (training = 3 x forward):
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import torch
+from score_baseline import load_module
 
 H100_BF16_DENSE_TFLOPS = 989.4
 
 
-def load_code(path: str, index: int):
-    spec = importlib.util.spec_from_file_location(f"train_gpt_v{index}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # torch.compile looks the module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-def random_batch(B, T, vocab, device, gen, bos=1):
+def random_batch(B, T, vocab, device, gen, bos):
     ids = torch.randint(2, vocab, (B, T + 1), device=device, generator=gen)
     ids[torch.rand(B, T + 1, device=device, generator=gen) < 1 / 700] = bos
     ids[:, 0] = bos
@@ -47,9 +38,9 @@ def random_batch(B, T, vocab, device, gen, bos=1):
 
 
 class RandomLoader:
-    def __init__(self, B, T, vocab, device):
+    def __init__(self, B, T, vocab, device, bos):
         self.gen = torch.Generator(device=device).manual_seed(0)
-        self.batches = [random_batch(B, T, vocab, device, self.gen) for _ in range(4)]
+        self.batches = [random_batch(B, T, vocab, device, self.gen, bos) for _ in range(4)]
         self.i = 0
 
     def next_batch(self):
@@ -100,7 +91,7 @@ def step_fn(tg, model, opts, ema, loader, device):
 def bench_step(tg, args, variant, B, T, steps, device):
     model = build(tg, args, variant, device)
     opts, ema = tg.build_optimizers(model, args), tg.EMA(model, args.ema_decay)
-    step = step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device), device)
+    step = step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID), device)
     t = time.perf_counter()
     for _ in range(3):
         step()
@@ -113,9 +104,10 @@ def bench_step(tg, args, variant, B, T, steps, device):
 
 def part_times(tg, model, opts, ema, args, B, T, steps, device):
     """Forward + backward of one block of each kind in isolation, the head + loss, and each update."""
-    tg.train_step(model, RandomLoader(B, T, args.vocab_size, device), 1, device)  # every parameter has a grad
+    loader = RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID)
+    tg.train_step(model, loader, 1, device)  # every parameter has a grad
     gen = torch.Generator(device=device).manual_seed(1)
-    ids, tgt = random_batch(B, T, args.vocab_size, device, gen)
+    ids, tgt = random_batch(B, T, args.vocab_size, device, gen, tg.BOS_ID)
     ctx = model.context(ids)
     x = torch.randn(B, T, args.model_dim, device=device, requires_grad=True)
     gdn, swa = model.blocks[0], model.blocks[model.layout.index("swa")]
@@ -172,7 +164,7 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     table, codes = [], opt.code.split(",")
     for ci, code in enumerate(codes):
-        tg = load_code(code, ci)
+        tg = load_module(code, f"train_gpt_v{ci}")
         args = tg.Hyperparameters()
         for shape in opt.shapes.split(","):
             B, T = map(int, shape.split("x"))
@@ -199,8 +191,8 @@ def main():
     print(f"\n{'code':<22}{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
           f"{'TFLOP/s':>9}{'of peak':>8}{'warm-up s':>10}")
     for code, shape, variant, ms, tok_s, peak, fpt, tflops, warm in table:
-        print(f"{code[-22:]:<22}{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}{tflops:>9.0f}"
-              f"{tflops / H100_BF16_DENSE_TFLOPS:>8.1%}{warm:>10.1f}")
+        print(f"{code[-22:]:<22}{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}"
+              f"{tflops:>9.0f}{tflops / H100_BF16_DENSE_TFLOPS:>8.1%}{warm:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ at the width their range needs (6 bits for int6, 5 for int5, ...). Prints both s
     python3 scripts/packing_study.py --gaussian 4,5 [--gaussian 6,6 ...]
 
 --gaussian MLP,OTHER packs Gaussian weights of the default model's shapes, rounded to nearest at those
-bits by train_gpt's quantize_model (embedding int8, small tensors fp16), with train_gpt.pack_artifact: on the proxy their sizes came
-within 0.5% of the real GPTQ artifacts, so this measures the format without a trained model.
+bits by train_gpt's quantize_model (embedding int8, small tensors fp16), with train_gpt.pack_artifact:
+on the proxy their sizes came within 0.5% of the real GPTQ artifacts, so this measures the format
+without a trained model.
 """
 
 from __future__ import annotations

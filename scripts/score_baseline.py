@@ -6,11 +6,12 @@ windows and stride, our exact sums. With this, a comparison separates model gain
 
 The baseline is rebuilt from its own file (its Hyperparameters read the same environment it trained
 with) and its own dequantizer, and runs as it trains and scores: torch.compile'd, flash attention only.
-(Eager scored 3.09 nats on disjoint windows where its own compiled evaluation gave 2.38; its bf16
-rotary tables, computed eagerly, are off by up to 3.5 radians at late positions.) Windows are EVAL_SEQ_LEN long (default: its TRAIN_SEQ_LEN, 1024,
-since its rotary positions never saw more). Two lines: stride = the window (disjoint windows), and
-EVAL_STRIDE (512), our metric. Given the baseline's log, the disjoint score must reproduce its own final
-val_loss within 2e-3 nats, else this adapter is wrong and the script fails.
+(Eager scored 3.09 nats on disjoint windows where its own compiled evaluation gave 2.38; its bf16 rotary
+tables, computed eagerly, are off by up to 3.5 radians at late positions.) Windows are EVAL_SEQ_LEN long
+(default: its TRAIN_SEQ_LEN, 1024, since its rotary positions never saw more). Two lines: stride = the
+window (disjoint windows), and EVAL_STRIDE (512), our metric. Given the baseline's log, the disjoint
+score must reproduce its own final val_loss within 2e-3 nats, else this adapter is wrong and the script
+fails.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt as tg  # noqa: E402
 
 
-def load_baseline(path: str):
-    spec = importlib.util.spec_from_file_location("baseline_train_gpt", path)
+def load_module(path: str, name: str):
+    """A script loaded as module `name` (scripts/bench_step.py loads versions of train_gpt.py with it)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # torch.compile looks the module up by name
     spec.loader.exec_module(module)
@@ -94,7 +96,7 @@ def main(baseline_path: str, artifact: str, log_path: str | None = None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for backend in ("cudnn", "mem_efficient", "math"):  # as the baseline's main() sets them
         getattr(torch.backends.cuda, f"enable_{backend}_sdp")(not torch.cuda.is_available())
-    base, ours = load_baseline(baseline_path), tg.Hyperparameters()
+    base, ours = load_module(baseline_path, "baseline_train_gpt"), tg.Hyperparameters()
     gpt = rebuild(base, artifact, device)
     seq_len = int(os.environ.get("EVAL_SEQ_LEN", base.Hyperparameters().train_seq_len))
     args = types.SimpleNamespace(eval_seq_len=seq_len, eval_batch_seqs=ours.eval_batch_seqs)

@@ -28,7 +28,7 @@ def tiny_baseline(tmp_path, monkeypatch, tokenizer):
                      EVAL_STRIDE="32", EVAL_BATCH_SEQS="8").items():
         monkeypatch.setenv(k, v)
     import score_baseline
-    base = score_baseline.load_baseline(str(BASELINE))
+    base = score_baseline.load_module(str(BASELINE), "baseline_train_gpt")
     h = base.Hyperparameters()
     torch.manual_seed(0)
     gpt = base.GPT(vocab_size=h.vocab_size, num_layers=h.num_layers, model_dim=h.model_dim, num_heads=h.num_heads,
