@@ -19,6 +19,16 @@ def test_pack_unpack_is_bit_exact_for_every_kind():
         assert got[k].dtype == arrays[k].dtype and torch.equal(got[k], arrays[k])
 
 
+def test_body_split_into_frames_roundtrips_and_truncation_is_refused(monkeypatch):
+    monkeypatch.setattr(train_gpt, "PACK_CHUNK", 1000)
+    arrays = {"w:q": torch.randint(-7, 8, (64, 100), dtype=torch.int8), "w:s": torch.rand(64).half()}
+    blob = train_gpt.pack_artifact(dict(TINY_MODEL), arrays)
+    _, got = train_gpt.unpack_artifact(blob)
+    assert all(torch.equal(got[k], arrays[k]) for k in arrays)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        train_gpt.unpack_artifact(blob[:-1])
+
+
 def test_corrupt_artifact_is_refused():
     import zstandard
     with pytest.raises(ValueError, match="not a GDN-Hybrid artifact"):
