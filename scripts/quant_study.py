@@ -3,16 +3,17 @@
 variant quantizes, packs (zstd-22), unpacks and scores the result with train_gpt's own sliding-window
 evaluation. Prints one table: artifact bytes, total with the code, fits the cap, val_bpb, gap to float.
 
-    python3 scripts/quant_study.py logs/RUN_ID_ema.pt [--out table.md]
+    python3 scripts/quant_study.py logs/RUN_ID_ema.pt [--embed] [--out table.md]
 
 Settings come from the same environment variables as train_gpt.py (DATA_PATH, TOKENIZER_PATH, the model
-shape, CALIB_*, GPTQ_*, EVAL_*). The variants: GPTQ at every rung of QUANT_LADDER; round-to-nearest at
-MLP int4 / rest int5; and at that rung the tied embedding at int6, int8 (what train_gpt.py writes) or fp16.
+shape, CALIB_*, GPTQ_*, EVAL_*). The variants are in variants(); the embedding is int8 (as train_gpt.py
+writes it) unless a row says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -25,17 +26,26 @@ import train_gpt as tg  # noqa: E402
 EMBED = "embed.weight"
 
 
-def variants() -> list[tuple[str, tuple[int, int], bool, int]]:
-    """(label, (MLP bits, other bits), GPTQ or round-to-nearest, embedding bits; 16 = fp16)."""
-    rows = [(f"gptq {m}/{o}, embed int8", (m, o), True, 8) for m, o in tg.QUANT_LADDER]
-    rows.append(("rtn 4/5, embed int8", (4, 5), False, 8))
-    rows += [(f"gptq 4/5, embed {'fp16' if e == 16 else f'int{e}'}", (4, 5), True, e) for e in (6, 16)]
+def variants(embed: bool) -> list[dict]:
+    """GPTQ as train_gpt.py runs it at every rung; at MLP int4 / rest int5 without act order and/or clip
+    search, and round to nearest; with `embed`, also that rung with the tied embedding at int6 and fp16."""
+    rows = [dict(label=f"gptq {m}/{o}", bits=(m, o)) for m, o in tg.QUANT_LADDER]
+    rows += [dict(label=f"gptq 4/5, act order {a}, clip search {c}", bits=(4, 5), act_order=a, clip_search=c)
+             for a, c in ((0, 0), (1, 0), (0, 1))]
+    rows.append(dict(label="rtn 4/5 (clip search on squared error)", bits=(4, 5), gptq=False))
+    if embed:
+        rows += [dict(label=f"gptq 4/5, embed {'fp16' if e == 16 else f'int{e}'}", bits=(4, 5), embed_bits=e)
+                 for e in (6, 16)]
     return rows
 
 
-def quantize_variant(model, hessians, bits, gptq: bool, embed_bits: int, args) -> dict:
+def quantize_variant(model, hessians, args, bits, gptq=True, embed_bits=8, label=None, **gptq_flags) -> dict:
+    """train_gpt's quantize_model with this variant's settings; the embedding at embed_bits (16 = fp16)."""
     if not gptq:  # identity input statistics make GPTQ round to nearest
         hessians = {k: torch.eye(h.size(0), device=h.device, dtype=h.dtype) for k, h in hessians.items()}
+    args = copy.copy(args)
+    for k, v in gptq_flags.items():
+        setattr(args, "gptq_" + k, v)
     arrays = tg.quantize_model(model, hessians, bits, args)
     weight = model.state_dict()[EMBED].detach().float()
     for key in [k for k in arrays if k.startswith(EMBED + ":")]:
@@ -48,7 +58,7 @@ def quantize_variant(model, hessians, bits, gptq: bool, embed_bits: int, args) -
     return arrays
 
 
-def study(args, state: dict, val_tokens, luts, device, code_bytes: int) -> list[dict]:
+def study(args, state: dict, val_tokens, luts, device, code_bytes: int, embed: bool) -> list[dict]:
     config = args.model_config()
     model = tg.GDNHybrid(config).to(device)
     model.load_state_dict(state)
@@ -59,8 +69,9 @@ def study(args, state: dict, val_tokens, luts, device, code_bytes: int) -> list[
     hessians = tg.collect_hessians(model, calib, args.eval_batch_seqs)
     print(f"calibration {args.calib_seqs} x {args.calib_len} tokens: {time.perf_counter() - t:.1f}s", flush=True)
     rows = [{"label": "float (EMA weights)", "bytes": None, "bpb": float_bpb}]
-    for label, bits, gptq, embed_bits in variants():
-        blob = tg.pack_artifact(config, quantize_variant(model, hessians, bits, gptq, embed_bits, args))
+    for v in variants(embed):
+        label = v["label"]
+        blob = tg.pack_artifact(config, quantize_variant(model, hessians, args, **v))
         _, arrays = tg.unpack_artifact(blob)
         quantized = tg.GDNHybrid(config).to(device)
         quantized.load_state_dict(tg.dequantize(arrays))
@@ -88,6 +99,7 @@ def main():
     cli = argparse.ArgumentParser(usage=__doc__)
     cli.add_argument("checkpoint")
     cli.add_argument("--out")
+    cli.add_argument("--embed", action="store_true", help="also the embedding at int6 and fp16")
     opt = cli.parse_args()
     args = tg.Hyperparameters()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -96,7 +108,7 @@ def main():
     luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
     state = torch.load(opt.checkpoint, map_location=device)
     code_bytes = len(Path(tg.__file__).read_bytes())
-    text = table(study(args, state, val_tokens, luts, device, code_bytes), code_bytes)
+    text = table(study(args, state, val_tokens, luts, device, code_bytes, opt.embed), code_bytes)
     print(text)
     if opt.out:
         Path(opt.out).write_text(text + "\n")
