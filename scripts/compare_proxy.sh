@@ -6,9 +6,9 @@
 # Two runs of 300 s do not fit one 600 s device call: run `baseline` and `ours` in back-to-back calls
 # on the same machine, with OUT pointing at the same folder under /tmp (the call's own $OUT starts out
 # empty each time); the second call prints the table. Measured overhead of ours beyond its training
-# seconds: ~150 s compile warm-up on a fresh machine (~80 s once the caches are warm), ~40 s
-# pre-quantization eval, ~25 s calibration, ~90 s for the five rungs, ~30 s reload and eval. So ours at
-# 300 s fits a call only after an earlier call on that machine has compiled the same shapes.
+# seconds (1xH100, session 4): 129-179 s compile warm-up on a fresh machine (~80 s once the caches are
+# warm), 38-46 s pre-quantization eval, ~30 s calibration, 45 s for the five rungs, 21 s reload and eval.
+# So ours at 300 s fits a call only after an earlier call on that machine has compiled the same shapes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: compare_proxy.sh all|baseline|ours [ENV=VALUE ...]}

@@ -13,7 +13,6 @@ writes it) unless a row says otherwise.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -27,25 +26,20 @@ EMBED = "embed.weight"
 
 
 def variants(embed: bool) -> list[dict]:
-    """GPTQ as train_gpt.py runs it at every rung; at MLP int4 / rest int5 without act order and/or clip
-    search, and round to nearest; with `embed`, also that rung with the tied embedding at int6 and fp16."""
+    """GPTQ as train_gpt.py runs it at every rung, and round to nearest at MLP int4 / rest int5; with
+    `embed`, also that rung with the tied embedding at int6 and fp16."""
     rows = [dict(label=f"gptq {m}/{o}", bits=(m, o)) for m, o in tg.QUANT_LADDER]
-    rows += [dict(label=f"gptq 4/5, act order {a}, clip search {c}", bits=(4, 5), act_order=a, clip_search=c)
-             for a, c in ((0, 0), (1, 0), (0, 1))]
-    rows.append(dict(label="rtn 4/5 (clip search on squared error)", bits=(4, 5), gptq=False))
+    rows.append(dict(label="rtn 4/5", bits=(4, 5), gptq=False))
     if embed:
         rows += [dict(label=f"gptq 4/5, embed {'fp16' if e == 16 else f'int{e}'}", bits=(4, 5), embed_bits=e)
                  for e in (6, 16)]
     return rows
 
 
-def quantize_variant(model, hessians, args, bits, gptq=True, embed_bits=8, label=None, **gptq_flags) -> dict:
-    """train_gpt's quantize_model with this variant's settings; the embedding at embed_bits (16 = fp16)."""
+def quantize_variant(model, hessians, args, bits, gptq=True, embed_bits=8) -> dict:
+    """train_gpt's quantize_model at these bits; the embedding at embed_bits (16 = fp16)."""
     if not gptq:  # identity input statistics make GPTQ round to nearest
         hessians = {k: torch.eye(h.size(0), device=h.device, dtype=h.dtype) for k, h in hessians.items()}
-    args = copy.copy(args)
-    for k, v in gptq_flags.items():
-        setattr(args, "gptq_" + k, v)
     arrays = tg.quantize_model(model, hessians, bits, args)
     weight = model.state_dict()[EMBED].detach().float()
     for key in [k for k in arrays if k.startswith(EMBED + ":")]:
@@ -70,7 +64,7 @@ def study(args, state: dict, val_tokens, luts, device, code_bytes: int, embed: b
     print(f"calibration {args.calib_seqs} x {args.calib_len} tokens: {time.perf_counter() - t:.1f}s", flush=True)
     rows = [{"label": "float (EMA weights)", "bytes": None, "bpb": float_bpb}]
     for v in variants(embed):
-        label = v["label"]
+        label = v.pop("label")
         blob = tg.pack_artifact(config, quantize_variant(model, hessians, args, **v))
         _, arrays = tg.unpack_artifact(blob)
         quantized = tg.GDNHybrid(config).to(device)
