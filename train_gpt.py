@@ -64,8 +64,8 @@ class Hyperparameters:
     # model
     vocab_size = env("VOCAB_SIZE", 1024)
     model_dim = env("MODEL_DIM", 512)
-    num_heads = env("NUM_HEADS", 8)
-    num_kv_heads = env("NUM_KV_HEADS", 4)
+    num_heads = env("NUM_HEADS", 4)  # head dim 128: beat 8 heads of 64 in proxy trials, same speed
+    num_kv_heads = env("NUM_KV_HEADS", 2)
     gdn_per_group = env("GDN_PER_GROUP", 5)
     mlp_mult = env("MLP_MULT", 3)
     conv_size = env("CONV_SIZE", 4)
