@@ -3,7 +3,8 @@
   python scripts/check_fla.py            (on a CUDA machine with fla-core installed)
 
 Compares the forward output and the gradients of q, k, v, g and beta, with and without document resets,
-at the training shape (bf16, B=4, T=2048, 8 heads x 64) and against float64 at T=256. Prints a table;
+at the training shape (bf16, B=4, T=2048, train_gpt's default heads and head dim) and against float64
+at T=256. Prints a table;
 exits non-zero if any relative error exceeds the bf16 tolerance.
 """
 
@@ -20,6 +21,8 @@ import train_gpt  # noqa: E402
 from test_model import recurrence_fp64  # noqa: E402
 
 TOLERANCE = 2e-2  # bf16 inputs and kernels against float references
+H = train_gpt.Hyperparameters.num_heads
+D = train_gpt.Hyperparameters.model_dim // H
 
 
 def inputs(B, T, H, K, resets, seed):
@@ -49,22 +52,22 @@ def main():
     rows, worst = [], 0.0
     for B, T, ref_name in ((4, 2048, "torch-chunked-fp32"), (1, 256, "fp64-recurrence")):
         for resets in (False, True):
-            xs = inputs(B, T, 8, 64, resets, seed=T + resets)
-            dout = torch.randn(B, T, 8, 64, device="cuda")
+            xs = inputs(B, T, H, D, resets, seed=T + resets)
+            dout = torch.randn(B, T, H, D, device="cuda")
             fla_in = [x.detach().to(torch.float32 if i == 3 else torch.bfloat16).requires_grad_()
                       for i, x in enumerate(xs)]  # as the model calls it: bf16, log-decay g in fp32
             got = run(lambda *a: train_gpt.gated_delta_rule(*a), fla_in, dout.bfloat16())
             if ref_name == "fp64-recurrence":
-                ref = run(lambda *a: recurrence_fp64(*a, 64 ** -0.5), [x.detach().double().requires_grad_()
+                ref = run(lambda *a: recurrence_fp64(*a, D ** -0.5), [x.detach().double().requires_grad_()
                                                                        for x in xs], dout.double())
             else:
-                ref = run(lambda *a: train_gpt.gated_delta_rule_ref(*a, 64 ** -0.5), xs, dout)
+                ref = run(lambda *a: train_gpt.gated_delta_rule_ref(*a, D ** -0.5), xs, dout)
             errs = [rel(a, b) for a, b in zip(got, ref)]
             worst = max(worst, *errs)
             rows.append((f"B={B} T={T} resets={resets}", ref_name, errs))
-    xs = [x.detach().bfloat16().requires_grad_() for x in inputs(48, 2048, 8, 64, True, 0)]
+    xs = [x.detach().bfloat16().requires_grad_() for x in inputs(48, 2048, H, D, True, 0)]
     xs[3] = xs[3].float().detach().requires_grad_()
-    dout = torch.randn(48, 2048, 8, 64, device="cuda", dtype=torch.bfloat16)
+    dout = torch.randn(48, 2048, H, D, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
         run(train_gpt.gated_delta_rule, xs, dout)
     torch.cuda.synchronize()
@@ -76,7 +79,7 @@ def main():
     print(f"\n{'case':28} {'reference':20} " + " ".join(f"{n:>8}" for n in names))
     for case, ref_name, errs in rows:
         print(f"{case:28} {ref_name:20} " + " ".join(f"{e:8.1e}" for e in errs))
-    print(f"fla chunk_gated_delta_rule fwd+bwd, B=48 T=2048 H=8 D=64 bf16: {ms:.2f} ms")
+    print(f"fla chunk_gated_delta_rule fwd+bwd, B=48 T=2048 H={H} D={D} bf16: {ms:.2f} ms")
     print(f"worst relative error {worst:.2e} (tolerance {TOLERANCE:.0e}): {'PASS' if worst < TOLERANCE else 'FAIL'}")
     sys.exit(0 if worst < TOLERANCE else 1)
 
