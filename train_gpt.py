@@ -133,6 +133,10 @@ def shard_files(pattern: str) -> list[str]:
     return files
 
 
+def count_tokens(pattern: str) -> int:
+    return sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in shard_files(pattern))
+
+
 def check_token_range(tokens: np.ndarray, vocab_size: int, where: str) -> None:
     top = int(tokens.max(initial=0))
     if top >= vocab_size:
@@ -398,6 +402,15 @@ class GDNHybrid(nn.Module):
         """Per-token negative log-likelihood in nats, float32, shape [B, T]."""
         logits = self.logits(ids)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+
+
+def build_model(args, device) -> GDNHybrid:
+    """On a GPU each block is compiled around fla's kernels: compiling fla's layer itself was slower."""
+    model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
+    if device.type == "cuda":
+        for block in model.blocks:
+            block.compile()
+    return model
 
 # ---------------------------------------------------------------- optimizer
 
@@ -917,10 +930,7 @@ def main():
         score_artifact(args, sys.argv[2], val_tokens, luts, device, logfile)
         return
     config = args.model_config()
-    base_model = GDNHybrid({**config, "tied_embed_init_std": args.tied_embed_init_std}).to(device)
-    if device.type == "cuda":
-        for block in base_model.blocks:
-            block.compile()
+    base_model = build_model(args, device)
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} layout:{'-'.join(base_model.layout)}",
          logfile)
     model = DDP(base_model, device_ids=[device.index]) if dist.is_initialized() and device.type == "cuda" else (
@@ -928,7 +938,7 @@ def main():
     make_loader = lambda: DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
                                             args.micro_batch_seqs, args.train_seq_len, device)
     result = train(args, base_model, model, make_loader, device, logfile)
-    train_tokens = sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in shard_files(args.train_files))
+    train_tokens = count_tokens(args.train_files)
     log0(f"epochs:{result['steps'] * args.train_batch_tokens / train_tokens:.3f} of {train_tokens:,} train tokens",
          logfile)
     if device.type == "cuda":

@@ -4,8 +4,7 @@
 
 Compares the forward output and the gradients of q, k, v, g and beta, with and without document resets,
 at the training shape (bf16, B=4, T=2048, train_gpt's default heads and head dim) and against float64
-at T=256. Prints a table;
-exits non-zero if any relative error exceeds the bf16 tolerance.
+at T=256. Prints a table; exits non-zero if any relative error exceeds the bf16 tolerance.
 """
 
 import sys

@@ -51,16 +51,13 @@ def with_overrides(args, overrides: dict):
 def train_variant(args, device, logfile=None) -> tuple[tg.GDNHybrid, dict]:
     """train_gpt's training on one device; returns an uncompiled model holding the EMA weights."""
     torch.manual_seed(args.seed)
-    config = args.model_config()
-    model = tg.GDNHybrid({**config, "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        for block in model.blocks:
-            block.compile()
+    model = tg.build_model(args, device)
     make_loader = lambda: tg.DistributedLoader(args.train_files, args.vocab_size, 0, 1,  # noqa: E731
                                                args.micro_batch_seqs, args.train_seq_len, device)
     result = tg.train(args, model, model, make_loader, device, logfile)
-    plain = tg.GDNHybrid(config).to(device)
+    plain = tg.GDNHybrid(args.model_config()).to(device)
     result["ema"].copy_to(plain)
     stats = {"params": sum(p.numel() for p in plain.parameters()), "steps": result["steps"],
              "train_time": result["train_time"], "tokens": result["steps"] * args.train_batch_tokens,
@@ -118,7 +115,7 @@ def main():
     if opt.val_tokens:
         val_tokens = val_tokens[:opt.val_tokens + 1]
     luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
-    train_tokens = sum(tg.read_shard(f).size for f in tg.shard_files(args.train_files))
+    train_tokens = tg.count_tokens(args.train_files)
     t = time.perf_counter()
     rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out)
     print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: {rows[0]['eval_tokens']:,}")
