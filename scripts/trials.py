@@ -48,7 +48,7 @@ def with_overrides(args, overrides: dict):
     return out
 
 
-def train_variant(args, device, logfile=None) -> tuple[tg.GDNHybrid, dict]:
+def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
     """train_gpt's training on one device; returns an uncompiled model holding the EMA weights."""
     torch.manual_seed(args.seed)
     if device.type == "cuda":
@@ -56,7 +56,7 @@ def train_variant(args, device, logfile=None) -> tuple[tg.GDNHybrid, dict]:
     model = tg.build_model(args, device)
     make_loader = lambda: tg.DistributedLoader(args.train_files, args.vocab_size, 0, 1,  # noqa: E731
                                                args.micro_batch_seqs, args.train_seq_len, device)
-    result = tg.train(args, model, model, make_loader, device, logfile)
+    result = tg.train(args, model, model, make_loader, device)
     plain = tg.GDNHybrid(args.model_config()).to(device)
     result["ema"].copy_to(plain)
     stats = {"params": sum(p.numel() for p in plain.parameters()), "steps": result["steps"],
