@@ -1,13 +1,16 @@
 """Times train_gpt.py's training step on one GPU, then breaks it into parts.
 
-    python3 scripts/bench_step.py [--variants eager,mlp,blocks] [--shapes 48x2048,24x2048] [--steps 10]
+    python3 scripts/bench_step.py [--variants eager,mlp,train] [--shapes 48x2048,24x2048] [--steps 10]
         [--code train_gpt.py,.prev/train_gpt.py]
 
 --code times other versions of the script side by side (e.g. `git show HEAD~1:train_gpt.py >
 .prev/train_gpt.py`, carried to the GPU machine as an ignored path); the breakdown is of the first.
+--profile N runs the profiler over N whole steps of that first version and prints the GPU time per
+step of each kernel family and of the heaviest kernels: what the isolated part timings cannot show.
 
 A variant says what is torch.compile'd (fla's kernels always run eagerly): nothing, each block's MLP,
-or each whole block. A step is what train() does per optimizer step at accumulation 1: forward,
+or what train_gpt.build_model compiles for training ('train': each whole block, and in newer versions
+the head with its loss). A step is what train() does per optimizer step at accumulation 1: forward,
 backward, Muon + Adam, EMA. Tokens are random with a BOS every ~700 tokens, so document resets
 and masks do real work.
 
@@ -69,12 +72,12 @@ def cuda_ms(fn, n):
 
 def build(tg, args, variant, device):
     torch.manual_seed(0)
+    if variant == "train":
+        return tg.build_model(args, device)
     model = tg.GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     for block in model.blocks:
         if variant == "mlp":
             block.mlp.compile()
-        elif variant == "blocks":
-            block.compile()
     return model
 
 
@@ -141,6 +144,52 @@ def part_times(tg, model, opts, ema, args, B, T, steps, device):
     return rows
 
 
+KERNEL_FAMILIES = [  # first match wins; names as CUDA reports them
+    ("matmul (cuBLAS/CUTLASS)", ("gemm", "gemv", "xmma", "cutlass", "nvjet", "cublas")),
+    ("flex attention", ("flex", "triton_tem")),
+    ("inductor fused", ("triton_poi", "triton_red", "triton_per")),
+    ("train_gpt's conv kernels", ("conv_fwd_kernel", "conv_bwd_kernel")),
+    # "kernel_kernel": the name tilelang gives fla's chunk_bwd_dqkwg on Hopper
+    ("fla gated delta rule", ("chunk", "solve_tril", "recompute_w_u", "wy_repr", "l2norm", "cumsum",
+                              "merge_16x16", "kernel_kernel")),
+    ("nccl", ("nccl",)),
+    ("foreach (optimizers, EMA)", ("foreach", "multi_tensor")),
+]
+
+
+def kernel_family(name: str) -> str:
+    low = name.lower()
+    return next((fam for fam, keys in KERNEL_FAMILIES if any(k in low for k in keys)), "other eager kernels")
+
+
+def profile_kernels(step, steps: int, top: int = 25) -> tuple[dict, list]:
+    """GPU milliseconds per step by kernel family and for the `top` heaviest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = {}
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)
+        if us > 0:
+            kernels[evt.key] = kernels.get(evt.key, 0.0) + us / 1000 / steps
+    families = {}
+    for name, ms in kernels.items():
+        families[kernel_family(name)] = families.get(kernel_family(name), 0.0) + ms
+    return families, sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+
+
+def print_profile(families: dict, heaviest: list, step_ms: float):
+    busy = sum(families.values())
+    print(f"\nprofile: GPU busy {busy:.1f} ms of a {step_ms:.1f} ms step ({busy / step_ms:.0%}); by family:")
+    for fam, ms in sorted(families.items(), key=lambda kv: -kv[1]):
+        print(f"  {fam:<30}{ms:>8.1f} ms {ms / step_ms:>6.1%}")
+    print("heaviest kernels (ms per step):")
+    for name, ms in heaviest:
+        print(f"  {ms:>7.2f}  {kernel_family(name)[:12]:<13}{name[:110]}")
+
+
 def loader_ms(tg, args, B, T, device, steps):
     files = tg.shard_files(args.train_files) if Path(args.data_path).is_dir() else []
     if not files:
@@ -152,10 +201,11 @@ def loader_ms(tg, args, B, T, device, steps):
 
 def main():
     cli = argparse.ArgumentParser()
-    cli.add_argument("--variants", default="eager,mlp,blocks")
+    cli.add_argument("--variants", default="eager,mlp,train")
     cli.add_argument("--shapes", default="48x2048")
     cli.add_argument("--steps", type=int, default=10)
-    cli.add_argument("--breakdown", default="blocks", help="variant whose parts are timed ('' for none)")
+    cli.add_argument("--breakdown", default="train", help="variant whose parts are timed ('' for none)")
+    cli.add_argument("--profile", type=int, default=0, help="profile this many steps of the breakdown variant")
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
     opt = cli.parse_args()
@@ -178,6 +228,9 @@ def main():
                 if ci == 0 and variant == opt.breakdown and shape == opt.shapes.split(",")[0]:
                     rows = part_times(tg, model, opts, ema, args, B, T, opt.steps, device)
                     step_ms, data = r["ms"], loader_ms(tg, args, 48, 2048, device, opt.steps)
+                    if opt.profile:
+                        loader = RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID)
+                        profiled = profile_kernels(step_fn(tg, model, opts, ema, loader, device), opt.profile)
                 del model, opts, ema
                 torch.cuda.empty_cache()
     if opt.breakdown:
@@ -188,6 +241,8 @@ def main():
             print(f"{name:<26}{ms:>9.2f}{n:>5}{ms * n:>9.1f}{ms * n / step_ms:>7.0%}")
         if data is not None:
             print(f"{'data (48x2048 from shards)':<26}{data:>9.2f}{1:>5}{data:>9.1f}{data / step_ms:>7.0%}")
+        if opt.profile:
+            print_profile(*profiled, step_ms)
     print(f"\n{'code':<22}{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
           f"{'TFLOP/s':>9}{'of peak':>8}{'warm-up s':>10}")
     for code, shape, variant, ms, tok_s, peak, fpt, tflops, warm in table:
