@@ -29,9 +29,11 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:
+    import triton
+    import triton.language as tl
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 except ImportError:
-    chunk_gated_delta_rule = None
+    triton = chunk_gated_delta_rule = None
 
 # ---------------------------------------------------------------- hyperparameters
 
@@ -252,7 +254,7 @@ def same_doc_shifted(doc: Tensor, j: int) -> Tensor:
     return F.pad(doc[:, j:] == doc[:, :-j], (j, 0), value=False)[..., None]
 
 
-def causal_conv(x: Tensor, weight: Tensor, doc: Tensor | None) -> Tensor:
+def causal_conv_ref(x: Tensor, weight: Tensor, doc: Tensor | None) -> Tensor:
     """Depthwise causal convolution over time; with doc ids it never mixes two documents."""
     out = x * weight[:, -1]
     for j in range(1, weight.size(1)):
@@ -261,6 +263,75 @@ def causal_conv(x: Tensor, weight: Tensor, doc: Tensor | None) -> Tensor:
             shifted = shifted * same_doc_shifted(doc, j)
         out = out + shifted * weight[:, -1 - j]
     return out
+
+
+if triton is not None:
+    # Inductor's kernels for the reference's backward took ~2 ms a layer (the weight gradient's reduction
+    # over all tokens); these two read and write each tensor once. Tap j pairs x[t - j] with weight[:, K-1-j].
+    @triton.jit
+    def conv_fwd_kernel(x, w, doc, out, T, C, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        b, t, c = tl.program_id(0), tl.program_id(1) * BT + tl.arange(0, BT), tl.program_id(2) * BC + tl.arange(0, BC)
+        row, c_ok = b.to(tl.int64) * T, c < C
+        d = tl.load(doc + row + t, mask=t < T)
+        acc = tl.zeros((BT, BC), tl.float32)
+        for j in tl.static_range(K):
+            ok = (t >= j) & (t < T) & (tl.load(doc + row + t - j, mask=t >= j, other=-1) == d)
+            xs = tl.load(x + (row + t - j)[:, None] * C + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
+            acc += xs.to(tl.float32) * tl.load(w + c * K + K - 1 - j, mask=c_ok)[None, :]
+        tl.store(out + (row + t)[:, None] * C + c[None, :], acc.to(out.dtype.element_ty),
+                 mask=(t < T)[:, None] & c_ok[None, :])
+
+    @triton.jit
+    def conv_bwd_kernel(g, x, w, doc, dx, dw_part, T, C, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+        b, t, c = tl.program_id(0), tl.program_id(1) * BT + tl.arange(0, BT), tl.program_id(2) * BC + tl.arange(0, BC)
+        row, c_ok, here = b.to(tl.int64) * T, c < C, (t < T)[:, None] & (c < C)[None, :]
+        d = tl.load(doc + row + t, mask=t < T)
+        g_t = tl.load(g + (row + t)[:, None] * C + c[None, :], mask=here, other=0.0).to(tl.float32)
+        part = dw_part + ((b * tl.num_programs(1) + tl.program_id(1)) * C + c).to(tl.int64) * K
+        acc = tl.zeros((BT, BC), tl.float32)
+        for j in tl.static_range(K):
+            w_j = tl.load(w + c * K + K - 1 - j, mask=c_ok)[None, :]
+            ahead = (t + j < T) & (tl.load(doc + row + t + j, mask=t + j < T, other=-1) == d)
+            acc += tl.load(g + (row + t + j)[:, None] * C + c[None, :], mask=ahead[:, None] & c_ok[None, :],
+                           other=0.0).to(tl.float32) * w_j
+            behind = (t >= j) & (t < T) & (tl.load(doc + row + t - j, mask=t >= j, other=-1) == d)
+            xs = tl.load(x + (row + t - j)[:, None] * C + c[None, :], mask=behind[:, None] & c_ok[None, :], other=0.0)
+            tl.store(part + K - 1 - j, tl.sum(g_t * xs.to(tl.float32), axis=0), mask=c_ok)
+        tl.store(dx + (row + t)[:, None] * C + c[None, :], acc.to(dx.dtype.element_ty), mask=here)
+
+
+class DocCausalConv(torch.autograd.Function):
+    """causal_conv_ref on a GPU in two Triton kernels; per-tile weight-gradient partials keep it deterministic."""
+    BT, BC = 64, 128
+
+    @staticmethod
+    def grid(x):
+        return x.size(0), triton.cdiv(x.size(1), DocCausalConv.BT), triton.cdiv(x.size(2), DocCausalConv.BC)
+
+    @staticmethod
+    def forward(ctx, x, weight, doc):
+        out = torch.empty_like(x)
+        conv_fwd_kernel[DocCausalConv.grid(x)](x, weight, doc, out, x.size(1), x.size(2), weight.size(1),
+                                                DocCausalConv.BT, DocCausalConv.BC)
+        ctx.save_for_backward(x, weight, doc)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, doc = ctx.saved_tensors
+        grid, g, dx = DocCausalConv.grid(x), g.contiguous(), torch.empty_like(x)
+        part = torch.empty(grid[0] * grid[1], *weight.shape, device=x.device, dtype=torch.float32)
+        conv_bwd_kernel[grid](g, x, weight, doc, dx, part, x.size(1), x.size(2), weight.size(1),
+                              DocCausalConv.BT, DocCausalConv.BC)
+        return dx, part.sum(0), None
+
+
+@torch.compiler.disable  # compiled blocks call these kernels eagerly, as they do fla's
+def causal_conv(x: Tensor, weight: Tensor, doc: Tensor | None) -> Tensor:
+    if not x.is_cuda:
+        return causal_conv_ref(x, weight.to(x.dtype), doc)
+    doc = doc if doc is not None else torch.zeros(x.shape[:2], dtype=torch.int32, device=x.device)
+    return DocCausalConv.apply(x.contiguous(), weight.contiguous(), doc.int().contiguous())
 
 
 class GatedDeltaNet(nn.Module):
@@ -281,18 +352,17 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv(x)
-        qkv = F.silu(causal_conv(qkv, self.conv.to(qkv.dtype), ctx["doc"]))
+        # every projection of x before the first kernel call: x's gradient is then summed in one graph
+        qkv, gate, (b, a) = self.qkv(x), F.silu(self.gate(x)), self.beta_decay(x).float().chunk(2, dim=-1)
+        qkv = F.silu(causal_conv(qkv, self.conv, ctx["doc"]))
         q, k, v = (t.view(B, T, self.heads, self.head_dim) for t in qkv.chunk(3, dim=-1))
         q, k = (F.normalize(t, dim=-1).to(v.dtype) for t in (q, k))  # autocast computes norms in fp32
-        b, a = self.beta_decay(x).float().chunk(2, dim=-1)
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
         o = gated_delta_rule(q, k, v, g, b.sigmoid().to(q.dtype))
         o = rms_norm(o) * self.norm_weight.to(o.dtype)
-        o = o.reshape(B, T, -1) * F.silu(self.gate(x))
-        return self.out(o)
+        return self.out(o.reshape(B, T, -1) * gate)
 
 
 def rotary(x: Tensor, base: float) -> Tensor:
@@ -386,30 +456,37 @@ class GDNHybrid(nn.Module):
             doc = bos.cumsum(1).int()
         return {"doc": doc, "bos": bos, "mask": attention_mask(B, T, self.cfg["swa_window"], doc, ids.device)}
 
-    def logits(self, ids: Tensor) -> Tensor:
+    def hidden(self, ids: Tensor) -> Tensor:
         ctx = self.context(ids)
         x = rms_norm(self.embed(ids))
         for block in self.blocks:
             x = block(x, ctx, block.mixer or self.attn)
-        return self.head(x)
+        return x
+
+    def logits(self, ids: Tensor) -> Tensor:
+        return self.head(self.hidden(ids))
 
     def head(self, x: Tensor) -> Tensor:
         """Tied output projection with a tanh soft-cap on the logits."""
         logits, cap = F.linear(rms_norm(x), self.embed.weight.to(x.dtype)).float(), self.cfg["logit_softcap"]
         return cap * torch.tanh(logits / cap)
 
+    def nll(self, x: Tensor, targets: Tensor) -> Tensor:
+        """Per-token negative log-likelihood in nats, float32, shape [B, T], from the last hidden states."""
+        return F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """Per-token negative log-likelihood in nats, float32, shape [B, T]."""
-        logits = self.logits(ids)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        return self.nll(self.hidden(ids), targets)
 
 
 def build_model(args, device) -> GDNHybrid:
-    """On a GPU each block is compiled around fla's kernels: compiling fla's layer itself was slower."""
+    """On a GPU each block, and the head with its loss, is compiled around fla's kernels: compiling fla's
+    layer itself was slower."""
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
         for block in model.blocks:
             block.compile()
+        model.nll = torch.compile(model.nll, dynamic=False)
     return model
 
 # ---------------------------------------------------------------- optimizer

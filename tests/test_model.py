@@ -54,6 +54,51 @@ def test_reset_gate_stops_state_crossing_a_document():
     assert (out[:, 50:] - out2[:, 50:]).abs().max() < 1e-9 * 10 * 80
 
 
+def conv_by_loop(x, weight, doc):
+    """The document-masked causal convolution written as its definition, one output at a time."""
+    B, T, C = x.shape
+    out = torch.zeros(B, T, C, dtype=torch.float64)
+    for b in range(B):
+        for t in range(T):
+            for j in range(weight.size(1)):
+                if t >= j and (doc is None or doc[b, t] == doc[b, t - j]):
+                    out[b, t] += x[b, t - j].double() * weight[:, -1 - j].double()
+    return out
+
+
+def random_conv_inputs(B, T, C, device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x, weight = torch.randn(B, T, C, generator=gen), torch.randn(C, 4, generator=gen)
+    bos = torch.rand(B, T, generator=gen) < 0.05
+    bos[:, 0] = True
+    return x.to(device), weight.to(device), bos.cumsum(1).int().to(device)
+
+
+@pytest.mark.parametrize("with_doc", [True, False])
+def test_reference_conv_is_causal_and_keeps_to_one_document(with_doc):
+    x, weight, doc = random_conv_inputs(2, 50, 6, "cpu", seed=1)
+    doc = doc if with_doc else None
+    out = train_gpt.causal_conv_ref(x, weight, doc)
+    assert (out.double() - conv_by_loop(x, weight, doc)).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("B, T, C", [(2, 2048, 1536), (3, 100, 200)])
+def test_triton_conv_matches_the_reference_forward_and_backward(B, T, C):
+    x, weight, doc = random_conv_inputs(B, T, C, "cuda", seed=T)
+    x, weight = x.bfloat16().requires_grad_(), weight.requires_grad_()
+    dout = torch.randn(B, T, C, device="cuda", dtype=torch.bfloat16)
+    outs = []  # the Triton kernels, then the reference in bf16 as the model ran it before them
+    for out in (train_gpt.causal_conv(x, weight, doc), train_gpt.causal_conv_ref(x, weight.bfloat16(), doc)):
+        outs.append((out.float(), *torch.autograd.grad(out.float(), (x, weight), dout.float())))
+    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    exact = train_gpt.causal_conv_ref(x64, w64, doc)
+    exact = (exact, *torch.autograd.grad(exact, (x64, w64), dout.double()))
+    for name, fast, slow, ref in zip(("out", "dx", "dweight"), *outs, exact):
+        err = lambda t: ((t.double() - ref).norm() / ref.norm()).item()  # noqa: E731
+        assert err(fast) < 1e-2 and err(fast) <= err(slow) + 1e-3, (name, err(fast), err(slow))
+
+
 def dense_mask(T, window, doc):
     return train_gpt.attention_mask(1, T, window, doc, torch.device("cpu"))[0, 0]
 
