@@ -83,20 +83,24 @@ def test_reference_conv_is_causal_and_keeps_to_one_document(with_doc):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
-@pytest.mark.parametrize("B, T, C", [(2, 2048, 1536), (3, 100, 200)])
-def test_triton_conv_matches_the_reference_forward_and_backward(B, T, C):
-    x, weight, doc = random_conv_inputs(B, T, C, "cuda", seed=T)
+@pytest.mark.parametrize("B, T, heads, D", [(2, 2048, 4, 128), (3, 100, 2, 16)])
+def test_triton_conv_qkv_matches_the_reference_forward_and_backward(B, T, heads, D):
+    x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cuda", seed=T)
     x, weight = x.bfloat16().requires_grad_(), weight.requires_grad_()
-    dout = torch.randn(B, T, C, device="cuda", dtype=torch.bfloat16)
-    outs = []  # the Triton kernels, then the reference in bf16 as the model ran it before them
-    for out in (train_gpt.causal_conv(x, weight, doc), train_gpt.causal_conv_ref(x, weight.bfloat16(), doc)):
-        outs.append((out.float(), *torch.autograd.grad(out.float(), (x, weight), dout.float())))
+    douts = [torch.randn(B, T, heads, D, device="cuda") for _ in range(3)]
+
+    def outputs_and_grads(x, weight, conv):
+        outs = conv(x, weight, doc, heads)
+        loss = sum((o.double() * d.double()).sum() for o, d in zip(outs, douts))
+        return (*outs, *torch.autograd.grad(loss, (x, weight)))
+
+    fast = outputs_and_grads(x, weight, train_gpt.conv_qkv)
+    before = outputs_and_grads(x, weight.bfloat16(), train_gpt.conv_qkv_ref)  # bf16, as the model ran before
     x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
-    exact = train_gpt.causal_conv_ref(x64, w64, doc)
-    exact = (exact, *torch.autograd.grad(exact, (x64, w64), dout.double()))
-    for name, fast, slow, ref in zip(("out", "dx", "dweight"), *outs, exact):
-        err = lambda t: ((t.double() - ref).norm() / ref.norm()).item()  # noqa: E731
-        assert err(fast) < 1e-2 and err(fast) <= err(slow) + 1e-3, (name, err(fast), err(slow))
+    exact = outputs_and_grads(x64, w64, train_gpt.conv_qkv_ref)
+    for name, f, b, e in zip(("q", "k", "v", "dx", "dweight"), fast, before, exact):
+        err = lambda t: ((t.double() - e).norm() / e.norm()).item()  # noqa: E731
+        assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
 
 
 def dense_mask(T, window, doc):
