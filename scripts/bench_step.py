@@ -148,7 +148,7 @@ KERNEL_FAMILIES = [  # first match wins; names as CUDA reports them
     ("matmul (cuBLAS/CUTLASS)", ("gemm", "gemv", "xmma", "cutlass", "nvjet", "cublas")),
     ("flex attention", ("flex", "triton_tem")),
     ("inductor fused", ("triton_poi", "triton_red", "triton_per")),
-    ("train_gpt's conv kernels", ("conv_fwd_kernel", "conv_bwd_kernel", "conv_qkv_")),
+    ("train_gpt's conv kernels", ("conv_qkv_", "conv_bwd_kernel")),
     # "kernel_kernel": the name tilelang gives fla's chunk_bwd_dqkwg on Hopper
     ("fla gated delta rule", ("chunk", "solve_tril", "recompute_w_u", "wy_repr", "l2norm", "cumsum",
                               "merge_16x16", "kernel_kernel")),
