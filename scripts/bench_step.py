@@ -128,8 +128,7 @@ def part_times(tg, model, opts, ema, args, B, T, steps, device):
         "mlp": (fwd_bwd(lambda: gdn.mlp(tg.rms_norm(x))), len(model.blocks)),
         "gdn block (mixer+mlp)": (fwd_bwd(lambda: gdn(x, ctx, gdn.mixer)), model.layout.count("gdn")),
         "swa block (attn+mlp)": (fwd_bwd(lambda: swa(x, ctx, model.attn)), model.layout.count("swa")),
-        "embed+head+loss": (fwd_bwd(lambda: torch.nn.functional.cross_entropy(
-            model.head(tg.rms_norm(model.embed(ids))).flatten(0, 1), tgt.flatten())), 1),
+        "embed+head+loss": (fwd_bwd(lambda: model.nll(tg.rms_norm(model.embed(ids)), tgt)), 1),
         "block masks + doc ids": (lambda: model.context(ids), 1),
         "muon": (opts[0].step, 1),
         "adam (embed + scalars)": (lambda: (opts[1].step(), opts[2].step()), 1),
