@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import zstandard
 from torch import Tensor, nn
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:
@@ -410,13 +410,28 @@ def rotary(x: Tensor, base: float) -> Tensor:
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 
+def block_mask(allowed, T: int, window: int, doc: Tensor, block: int = 128) -> BlockMask:
+    """flex attention's block sparsity for `allowed`, from each block's first and last position and their
+    documents (ids never decrease along a row) rather than from all T x T pairs."""
+    first = torch.arange(0, T, block, device=doc.device)
+    last = (first + block - 1).clamp_max(T - 1)
+    q_first, q_last = doc[:, first, None], doc[:, last, None]
+    kv_first, kv_last = doc[:, None, first], doc[:, None, last]
+    some = (first <= last[:, None]) & (first[:, None] - last < window) & (kv_last >= q_first)  # [B, q, kv]
+    full = (last <= first[:, None]) & (last[:, None] - first < window) & (kv_first == q_last)
+    listed = lambda m: (m.sum(-1, dtype=torch.int32)[:, None],  # noqa: E731
+                        m.int().argsort(dim=-1, descending=True, stable=True).int()[:, None])
+    return BlockMask.from_kv_blocks(*listed(some & ~full), *listed(full), BLOCK_SIZE=block, mask_mod=allowed,
+                                    seq_lengths=(T, T))
+
+
 def attention_mask(B: int, T: int, window: int, doc: Tensor | None, device):
     """Causal, at most `window` tokens back, and (with doc ids) within one document."""
     def allowed(b, h, qi, ki):
         ok = (qi >= ki) & (qi - ki < window)
         return ok & (doc[b, qi] == doc[b, ki]) if doc is not None else ok
     if device.type == "cuda":
-        return create_block_mask(allowed, B if doc is not None else None, None, T, T, device=device, _compile=True)
+        return block_mask(allowed, T, window, doc if doc is not None else torch.zeros(1, T, device=device))
     pos = torch.arange(T, device=device)
     return allowed(torch.arange(B, device=device)[:, None, None, None], 0, pos[:, None], pos).expand(B, 1, T, T)
 
@@ -495,6 +510,8 @@ class GDNHybrid(nn.Module):
     def hidden(self, ids: Tensor) -> Tensor:
         ctx = self.context(ids)
         x = rms_norm(self.embed(ids))
+        if torch.is_autocast_enabled(x.device.type):  # a bf16 residual stream moves half the bytes
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         for block in self.blocks:
             x = block(x, ctx, block.mixer or self.attn)
         return x

@@ -120,6 +120,34 @@ def test_attention_mask_keeps_to_one_document():
     assert m[25, 10:26].all() and m[39, 24:40].all() and not m[39, :24].any()
 
 
+@pytest.mark.parametrize("T,window", [(2048, 512), (1024, 300)])
+def test_block_mask_from_documents_matches_create_block_mask(T, window):
+    from torch.nn.attention.flex_attention import create_block_mask
+    doc = (torch.rand(3, T) < 0.004).int().cumsum(1)
+    doc[1] = 0  # one row of a single document, so some blocks are full
+    allowed = lambda b, h, qi, ki: (qi >= ki) & (qi - ki < window) & (doc[b, qi] == doc[b, ki])  # noqa: E731
+    ours = train_gpt.block_mask(allowed, T, window, doc)
+    ref = create_block_mask(allowed, 3, None, T, T, device="cpu")
+    assert ours.kv_num_blocks.tolist() == ref.kv_num_blocks.tolist()
+    assert ours.full_kv_num_blocks.tolist() == ref.full_kv_num_blocks.tolist()
+    assert torch.equal(ours.to_dense(), ref.to_dense())
+    assert ref.full_kv_num_blocks.sum() > 0 and ref.kv_num_blocks.sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex attention kernels need a GPU")
+def test_flex_attention_with_the_document_block_mask_matches_create_block_mask():
+    from torch.nn.attention.flex_attention import create_block_mask
+    B, T, window, dev = 4, 2048, 512, torch.device("cuda")
+    ids = torch.randint(2, 1024, (B, T), device=dev)
+    ids[torch.rand(B, T, device=dev) < 1 / 300] = train_gpt.BOS_ID
+    doc = (ids == train_gpt.BOS_ID).int().cumsum(1)
+    ours = train_gpt.attention_mask(B, T, window, doc, dev)
+    ref = create_block_mask(ours.mask_mod, B, None, T, T, device=dev)
+    q, k, v = torch.randn(3, B, 4, T, 128, device=dev, dtype=torch.bfloat16).unbind(0)
+    diff = train_gpt._flex_attention(q, k, v, block_mask=ours) - train_gpt._flex_attention(q, k, v, block_mask=ref)
+    assert diff.abs().max() < 1e-2  # not bitwise: the two masks may list a row's blocks in another order
+
+
 def test_model_outputs_never_cross_a_bos_token():
     model = tiny_model()
     ids = torch.randint(4, 64, (1, 48))
