@@ -288,34 +288,33 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def conv_qkv_fwd_kernel(x, w, doc, out, T, C, P, H, K: tl.constexpr, BT: tl.constexpr, D: tl.constexpr):
+    def conv_qkv_fwd_kernel(x, w, doc, out, T, C, H, part: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+                            D: tl.constexpr):
+        """One of q, k, v (`part` 0, 1, 2; q and k L2-normalised per head) as a [B, T, H * D] tensor."""
         b, t, h = tl.program_id(0), tl.program_id(1) * BT + tl.arange(0, BT), tl.program_id(2)
-        row, c = b.to(tl.int64) * T, h * D + tl.arange(0, D)
+        row, c = b.to(tl.int64) * T, (part * H + h) * D + tl.arange(0, D)
         a = conv_tile(x, w, doc, row, t, c, T, C, K, BT, D)
         u = a * tl.sigmoid(a)
-        norm = tl.maximum(tl.sqrt(tl.sum(u * u, axis=1)), 1e-12)[:, None]
-        u = tl.where(h < 2 * H, u / norm, u)
-        part = (h // H).to(tl.int64) * tl.num_programs(0) * T * P
-        # offsets built from h, not c % P, which hid their contiguity: with c % P here and in the backward
-        # the whole training step took 156.5 ms instead of 122.9 (one H100)
-        tl.store(out + part + (row + t)[:, None] * P + ((h % H) * D + tl.arange(0, D))[None, :],
-                 u.to(out.dtype.element_ty), mask=(t < T)[:, None])
+        if part < 2:
+            u = u / tl.maximum(tl.sqrt(tl.sum(u * u, axis=1)), 1e-12)[:, None]
+        tl.store(out + (row + t)[:, None] * H * D + (h * D + tl.arange(0, D))[None, :], u.to(out.dtype.element_ty),
+                 mask=(t < T)[:, None])
 
     @triton.jit
-    def conv_qkv_bwd_kernel(x, w, doc, g, da, T, C, P, H, K: tl.constexpr, BT: tl.constexpr, D: tl.constexpr):
-        """Gradient of the pre-activation conv output, recomputed from x."""
+    def conv_qkv_bwd_kernel(x, w, doc, g, da, T, C, H, part: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+                            D: tl.constexpr):
+        """Gradient of the pre-activation conv output, given one part's output gradient g; recomputed from x."""
         b, t, h = tl.program_id(0), tl.program_id(1) * BT + tl.arange(0, BT), tl.program_id(2)
-        row, c = b.to(tl.int64) * T, h * D + tl.arange(0, D)
+        row, c = b.to(tl.int64) * T, (part * H + h) * D + tl.arange(0, D)
         a = conv_tile(x, w, doc, row, t, c, T, C, K, BT, D)
         sig = tl.sigmoid(a)
         u = a * sig
-        part = (h // H).to(tl.int64) * tl.num_programs(0) * T * P
-        gu = tl.load(g + part + (row + t)[:, None] * P + ((h % H) * D + tl.arange(0, D))[None, :],
-                     mask=(t < T)[:, None], other=0.0).to(tl.float32)
-        n = tl.sqrt(tl.sum(u * u, axis=1))[:, None]
-        unit = u / tl.maximum(n, 1e-12)
-        g_norm = tl.where(n > 1e-12, (gu - unit * tl.sum(unit * gu, axis=1)[:, None]) / n, gu / 1e-12)
-        gu = tl.where(h < 2 * H, g_norm, gu)
+        gu = tl.load(g + (row + t)[:, None] * H * D + (h * D + tl.arange(0, D))[None, :], mask=(t < T)[:, None],
+                     other=0.0).to(tl.float32)
+        if part < 2:
+            n = tl.sqrt(tl.sum(u * u, axis=1))[:, None]
+            unit = u / tl.maximum(n, 1e-12)
+            gu = tl.where(n > 1e-12, (gu - unit * tl.sum(unit * gu, axis=1)[:, None]) / n, gu / 1e-12)
         tl.store(da + (row + t)[:, None] * C + c[None, :], (gu * sig * (1 + a * (1 - sig))).to(da.dtype.element_ty),
                  mask=(t < T)[:, None])
 
@@ -326,7 +325,7 @@ if triton is not None:
         row, here = b.to(tl.int64) * T, (t < T)[:, None]
         d = tl.load(doc + row + t, mask=t < T)
         g_t = tl.load(g + (row + t)[:, None] * C + c[None, :], mask=here, other=0.0).to(tl.float32)
-        part = dw_part + ((b * tl.num_programs(1) + tl.program_id(1)) * C + c).to(tl.int64) * K
+        tile_dw = dw_part + ((b * tl.num_programs(1) + tl.program_id(1)) * C + c).to(tl.int64) * K
         acc = tl.zeros((BT, D), tl.float32)
         for j in tl.static_range(K):
             ahead = (t + j < T) & (tl.load(doc + row + t + j, mask=t + j < T, other=-1) == d)
@@ -334,33 +333,37 @@ if triton is not None:
                            other=0.0).to(tl.float32) * tl.load(w + c * K + K - 1 - j)[None, :]
             behind = (t >= j) & (t < T) & (tl.load(doc + row + t - j, mask=t >= j, other=-1) == d)
             xs = tl.load(x + (row + t - j)[:, None] * C + c[None, :], mask=behind[:, None], other=0.0)
-            tl.store(part + K - 1 - j, tl.sum(g_t * xs.to(tl.float32), axis=0))
+            tl.store(tile_dw + K - 1 - j, tl.sum(g_t * xs.to(tl.float32), axis=0))
         tl.store(dx + (row + t)[:, None] * C + c[None, :], acc.to(dx.dtype.element_ty), mask=here)
 
 
 class ConvQKV(torch.autograd.Function):
-    """conv_qkv_ref on a GPU in Triton; q, k, v come out stacked [3, B, T, C/3], each part contiguous for fla.
-    Per-tile weight-gradient partials keep the backward deterministic."""
-    BT = 64
+    """conv_qkv_ref on a GPU in Triton, q, k and v each written contiguous for fla; one launch per part, so
+    their gradients are read where autograd leaves them (stacked outputs cost a 2 ms copy per step).
+    Per-tile weight-gradient partials keep the backward deterministic. BT and warps: scripts/tune_conv.py."""
+    BT = 32
 
     @staticmethod
     def forward(ctx, x, weight, doc, heads):
-        (B, T, C), D = x.shape, x.size(2) // (3 * heads)
-        ctx.grid, ctx.heads = (B, triton.cdiv(T, ConvQKV.BT), 3 * heads), heads
-        out = x.new_empty(3, B, T, C // 3)
-        conv_qkv_fwd_kernel[ctx.grid](x, weight, doc, out, T, C, C // 3, heads, weight.size(1), ConvQKV.BT, D)
+        (B, T, C), K, D = x.shape, weight.size(1), x.size(2) // (3 * heads)
+        ctx.grid, ctx.heads = (B, triton.cdiv(T, ConvQKV.BT), heads), heads
+        outs = [x.new_empty(B, T, C // 3) for _ in range(3)]
+        for part, out in enumerate(outs):
+            conv_qkv_fwd_kernel[ctx.grid](x, weight, doc, out, T, C, heads, part, K, ConvQKV.BT, D)
         ctx.save_for_backward(x, weight, doc)
-        return out
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, *grads):
         x, weight, doc = ctx.saved_tensors
-        (B, T, C), D, K = x.shape, x.size(2) // (3 * ctx.heads), weight.size(1)
+        (B, T, C), K, D = x.shape, weight.size(1), x.size(2) // (3 * ctx.heads)
         da, dx = torch.empty_like(x), torch.empty_like(x)
-        conv_qkv_bwd_kernel[ctx.grid](x, weight, doc, g.contiguous(), da, T, C, C // 3, ctx.heads, K, ConvQKV.BT, D)
-        part = x.new_empty(B * ctx.grid[1], C, K, dtype=torch.float32)
-        conv_bwd_kernel[ctx.grid](da, x, weight, doc, dx, part, T, C, K, ConvQKV.BT, D)
-        return dx, part.sum(0), None, None
+        for part, g in enumerate(grads):
+            conv_qkv_bwd_kernel[ctx.grid](x, weight, doc, g.contiguous(), da, T, C, ctx.heads, part, K, ConvQKV.BT, D)
+        dw_parts = x.new_empty(B * ctx.grid[1], C, K, dtype=torch.float32)
+        conv_bwd_kernel[(B, ctx.grid[1], 3 * ctx.heads)](da, x, weight, doc, dx, dw_parts, T, C, K, ConvQKV.BT, D,
+                                                         num_warps=2)
+        return dx, dw_parts.sum(0), None, None
 
 
 @torch.compiler.disable  # compiled blocks call these kernels eagerly, as they do fla's
@@ -368,8 +371,8 @@ def conv_qkv(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> tuple
     if not x.is_cuda:
         return conv_qkv_ref(x, weight.to(x.dtype), doc, heads)
     doc = doc if doc is not None else torch.zeros(x.shape[:2], dtype=torch.int32, device=x.device)
-    out = ConvQKV.apply(x.contiguous(), weight.contiguous(), doc.int().contiguous(), heads)
-    return out.view(3, *x.shape[:2], heads, -1).unbind(0)
+    outs = ConvQKV.apply(x.contiguous(), weight.contiguous(), doc.int().contiguous(), heads)
+    return tuple(o.view(*x.shape[:2], heads, -1) for o in outs)
 
 
 class GatedDeltaNet(nn.Module):
