@@ -71,7 +71,7 @@ class Hyperparameters:
     gdn_per_group = env("GDN_PER_GROUP", 5)
     mlp_mult = env("MLP_MULT", 3)
     conv_size = env("CONV_SIZE", 4)
-    swa_window = env("SWA_WINDOW", 512)
+    swa_window = env("SWA_WINDOW", 2048)  # = the sequence: full causal beat a 512 window by 0.012 / 0.008 (2 seeds)
     doc_reset = env("DOC_RESET", 1)
     rope_base = env("ROPE_BASE", 10000.0)
     qk_gain_init = env("QK_GAIN_INIT", 1.5)

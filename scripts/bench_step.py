@@ -16,7 +16,7 @@ and masks do real work.
 
 Model FLOPs per token (training = 3 x forward):
   matrices: 6 x (projection weights used per token, the shared attention counted twice, + the tied head)
-  attention: 3 x 4 x d x W per attention layer, W = mean number of keys a query sees (window 512, causal)
+  attention: 3 x 4 x d x W per attention layer, W = mean number of keys a query sees (causal, within SWA_WINDOW)
   GDN recurrence: 3 x H x (4 K V + 2 C (K + V)) per GDN layer, chunk C = 64 (state read + update,
   and the intra-chunk products of the chunked form)
 """
