@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from bench_step import cuda_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt as tg  # noqa: E402
@@ -48,18 +49,6 @@ def launches(x, w, doc, g, heads, BT):
     }
 
 
-def time_ms(fn, n=20):
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(n):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / n
-
-
 def main():
     cli = argparse.ArgumentParser()
     cli.add_argument("--shape", default="48x2048")
@@ -75,7 +64,8 @@ def main():
     for BT in map(int, a.bt.split(",")):
         for name, fn in launches(x, w, doc, g, args.num_heads, BT).items():
             for nw in map(int, a.warps.split(",")):
-                rows.append((name, BT, nw, time_ms(lambda: fn(nw))))
+                fn(nw)  # compiles
+                rows.append((name, BT, nw, cuda_ms(lambda: fn(nw), 20)))
                 print(f"measured {name} BT={BT} warps={nw}: {rows[-1][3]:.3f} ms", flush=True)  # ~1 s to compile each
     print(f"shape {B}x{T}, {layers} GDN layers; * = current launch (BT={tg.ConvQKV.BT}, 4 warps; conv_bwd 2)")
     print(f"{'kernel':14s} {'BT':>4s} {'warps':>5s} {'ms/call':>8s} {'ms/step':>8s} {'floor ms':>8s}")
