@@ -1,5 +1,6 @@
 """Times train_gpt.py's three Triton conv kernels alone at the training shape, for several tile lengths
-(BT) and warp counts (each a new compile, for q, k and v apiece), and prints one table (GPU ms per call, and per step of ten GDN layers).
+(BT) and warp counts (each a new compile, for q, k and v apiece), and prints one table (GPU ms per call,
+and per step of ten GDN layers).
 
     python3 scripts/tune_conv.py [--shape 48x2048] [--bt 16,32] [--warps 2,4]
 

@@ -123,7 +123,7 @@ def test_attention_mask_keeps_to_one_document():
 @pytest.mark.parametrize("T,window", [(2048, 512), (1024, 300)])
 def test_block_mask_from_documents_matches_create_block_mask(T, window):
     from torch.nn.attention.flex_attention import create_block_mask
-    doc = (torch.rand(3, T) < 0.004).int().cumsum(1)
+    doc = (torch.rand(3, T, generator=torch.Generator().manual_seed(T)) < 0.004).int().cumsum(1)
     doc[1] = 0  # one row of a single document, so some blocks are full
     allowed = lambda b, h, qi, ki: (qi >= ki) & (qi - ki < window) & (doc[b, qi] == doc[b, ki])  # noqa: E731
     ours = train_gpt.block_mask(allowed, T, window, doc)
