@@ -10,7 +10,9 @@ Hyperparameters (the environment variable names). Variants that differ only in E
 trained model. Settings not overridden come from the environment exactly as for train_gpt.py
 (DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
 variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
-the same N for every row, so rows compare but are not full-validation scores.
+the same N for every row, so rows compare but are not full-validation scores. A variant that fails
+(an error in training or evaluation) is logged with its traceback and kept in the table as failed; the
+others still run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import copy
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -65,22 +68,30 @@ def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
     return plain, stats
 
 
+def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens) -> dict:
+    if key not in trained:
+        print(f"=== trial: {text} (training)", flush=True)
+        trained[key] = train_variant(args, device)
+    model, stats = trained[key]
+    print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
+    result = tg.evaluate(model, val_tokens, luts, args, device, args.eval_stride)
+    return {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
+            "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
+            "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
+            "eval_seconds": result["seconds"]}
+
+
 def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None) -> list[dict]:
     rows, trained = [], {}
     for text in variants:
         train_over, eval_over = parse_variant(text)
         key = json.dumps(train_over, sort_keys=True)
         args = with_overrides(base_args, {**train_over, **eval_over})
-        if key not in trained:
-            print(f"=== trial: {text} (training)", flush=True)
-            trained[key] = train_variant(args, device)
-        model, stats = trained[key]
-        print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
-        result = tg.evaluate(model, val_tokens, luts, args, device, args.eval_stride)
-        row = {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
-               "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
-               "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
-               "eval_seconds": result["seconds"]}
+        try:
+            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens)
+        except Exception as e:  # one broken variant must not cost the rest of a device call
+            traceback.print_exc()
+            row = {"variant": text, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if out:
@@ -90,11 +101,16 @@ def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: 
 
 
 def table(rows: list[dict]) -> str:
+    """Markdown rows; Δ is against the first row that did not fail."""
     out = ["| variant | params | steps | tokens/s | epochs | peak MiB | eval len/stride | val_bpb | Δ vs first |",
            "|---|---|---|---|---|---|---|---|---|"]
+    first = next((r["val_bpb"] for r in rows if "error" not in r), None)
     for r in rows:
+        if "error" in r:
+            out.append(f"| {r['variant']} | failed: {r['error'][:80]} | | | | | | | |")
+            continue
         out.append(f"| {r['variant']} | {r['params']:,} | {r['steps']} | {r['tok_per_s']:,.0f} | {r['epochs']:.2f} | "
-                   f"{r['peak_mib']:,} | {r['eval']} | {r['val_bpb']:.5f} | {r['val_bpb'] - rows[0]['val_bpb']:+.5f} |")
+                   f"{r['peak_mib']:,} | {r['eval']} | {r['val_bpb']:.5f} | {r['val_bpb'] - first:+.5f} |")
     return "\n".join(out)
 
 
@@ -118,7 +134,9 @@ def main():
     train_tokens = tg.count_tokens(args.train_files)
     t = time.perf_counter()
     rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out)
-    print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: {rows[0]['eval_tokens']:,}")
+    scored = [r["eval_tokens"] for r in rows if "error" not in r]
+    print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: "
+          f"{scored[0] if scored else 0:,}; failed: {len(rows) - len(scored)}")
     print(table(rows))
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import TINY_MODEL, tiny_args, tiny_model
+from conftest import INPUT_FEATURES, TINY_MODEL, tiny_args, tiny_model
 
 
 def test_pack_unpack_is_bit_exact_for_every_kind():
@@ -67,9 +67,10 @@ def test_budget_fails_one_byte_over_and_passes_at_the_cap():
         train_gpt.check_budget(15_950_001, 50_000, 16_000_000)
 
 
-def test_quantized_model_reloads_from_bytes_close_to_float(markov_data):
+@pytest.mark.parametrize("features", [{}, INPUT_FEATURES])
+def test_quantized_model_reloads_from_bytes_close_to_float(markov_data, features):
     args = tiny_args(markov_data)
-    model = tiny_model()
+    model = tiny_model(**features)
     calib = train_gpt.generate_calibration(model, 4, 32, 1.0, 0, torch.device("cpu"))
     assert calib.shape == (4, 32) and (calib[:, 0] == train_gpt.BOS_ID).all()
     hessians = train_gpt.collect_hessians(model, calib, 2)

@@ -44,3 +44,22 @@ def test_trials_train_once_per_training_config_and_score_every_row(markov_data, 
     assert [json.loads(line)["variant"] for line in out.read_text().splitlines()] == variants
     text = trials.table(rows)
     assert text.count("\n| ") == len(rows) and "+0.00000" in text
+
+
+def test_a_failing_variant_is_reported_and_the_others_still_run(markov_data, tokenizer, capsys, monkeypatch):
+    args = tiny_args(markov_data, iterations=5, vocab_size=64)
+    val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:200]
+    luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
+    real = trials.train_variant
+
+    def train_or_fail(args, device):
+        if args.matrix_lr == 0.5:
+            raise RuntimeError("kernel compile failed")
+        return real(args, device)
+
+    monkeypatch.setattr(trials, "train_variant", train_or_fail)
+    rows = trials.run(args, ["MATRIX_LR=0.5", "base"], val, luts, torch.device("cpu"), train_tokens=30_000)
+    assert rows[0] == {"variant": "MATRIX_LR=0.5", "error": "RuntimeError: kernel compile failed"}
+    assert rows[1]["steps"] == 5 and "Traceback" in capsys.readouterr().err
+    text = trials.table(rows)
+    assert "failed: RuntimeError: kernel compile failed" in text and "+0.00000" in text
