@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import INPUT_FEATURES, TINY_MODEL, tiny_model
+from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_model
 
 
 def recurrence_fp64(q, k, v, g, beta, scale):
@@ -148,7 +148,7 @@ def test_flex_attention_with_the_document_block_mask_matches_create_block_mask()
     assert diff.abs().max() < 1e-2  # not bitwise: the two masks may list a row's blocks in another order
 
 
-@pytest.mark.parametrize("features", [{}, INPUT_FEATURES])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_is_causal(features):
     model = tiny_model(**features)
     ids = torch.randint(4, 64, (2, 40))
@@ -159,7 +159,7 @@ def test_model_is_causal(features):
     assert (a[:, :25] - b[:, :25]).abs().max() < 1e-4 and not torch.allclose(a[:, 25:], b[:, 25:])
 
 
-@pytest.mark.parametrize("features", [{}, INPUT_FEATURES])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_outputs_never_cross_a_bos_token(features):
     model = tiny_model(**features)
     ids = torch.randint(4, 64, (1, 48))
@@ -172,7 +172,7 @@ def test_model_outputs_never_cross_a_bos_token(features):
     assert (a[0, 20:] - b[0, 20:]).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("features", [{}, INPUT_FEATURES])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_without_doc_reset_context_flows_across_bos(features):
     model = tiny_model(doc_reset=0, **features)
     ids = torch.randint(4, 64, (1, 48))
@@ -204,16 +204,6 @@ def test_default_model_is_the_34m_gdn_hybrid():
     n = sum(p.numel() for p in model.parameters())
     assert model.layout == ["gdn"] * 5 + ["swa"] + ["gdn"] * 5 + ["swa"]
     assert 32e6 < n < 36e6, n
-
-
-def test_bigram_rows_pair_each_token_with_its_predecessor_and_bos_with_bos():
-    model = tiny_model(bigram_vocab=97)
-    bos = train_gpt.BOS_ID
-    rows = model.bigram_ids(torch.tensor([[5, 6, bos, 6, 6]]))[0]
-    assert rows[2] == model.bigram_ids(torch.tensor([[bos, bos]]))[0, 1]  # BOS forgets the document before
-    assert rows[3] == model.bigram_ids(torch.tensor([[6]]))[0, 0]  # after BOS as at the first position
-    assert rows[1] != rows[4]  # (5, 6) and (6, 6) are different pairs
-    assert rows.min() >= 0 and rows.max() < 97
 
 
 def test_untrained_model_predicts_near_uniform():

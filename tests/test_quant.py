@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import INPUT_FEATURES, TINY_MODEL, tiny_args, tiny_model
+from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_args, tiny_model
 
 
 def test_pack_unpack_is_bit_exact_for_every_kind():
@@ -67,7 +67,7 @@ def test_budget_fails_one_byte_over_and_passes_at_the_cap():
         train_gpt.check_budget(15_950_001, 50_000, 16_000_000)
 
 
-@pytest.mark.parametrize("features", [{}, INPUT_FEATURES])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_quantized_model_reloads_from_bytes_close_to_float(markov_data, features):
     args = tiny_args(markov_data)
     model = tiny_model(**features)
