@@ -18,20 +18,18 @@ import datetime
 import hashlib
 import json
 import math
-import re
 import shutil
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from logfields import fields  # noqa: E402
+
 CAP = 16_000_000
-FIELDS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes:(\d+)",
-          "steps": r"stopping: .* after (\d+) steps", "train_time": r"stopping: .*train_time:([\d.]+)s",
-          "pre_bpb": r"pre_quant_ema .*val_bpb:([\d.]+)",
-          "val_loss": r"final_quantized_zstd22_roundtrip val_loss:([\d.]+)",
-          "val_bpb": r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)",
-          "bytes_total": r"bytes_total:(\d+)", "artifact_bytes": r"artifact:\S+ bytes:(\d+)"}
+KEYS = ("code_sha256", "code_bytes", "steps", "train_time", "pre_bpb", "val_loss", "val_bpb", "bytes_total",
+        "artifact_bytes")
 
 
 class Refused(ValueError):
@@ -40,13 +38,11 @@ class Refused(ValueError):
 
 def parse_log(path: Path) -> dict:
     text = path.read_text(encoding="utf-8", errors="replace")
-    run = {"log": path.name}
-    for key, pattern in FIELDS.items():
-        found = re.findall(pattern, text)
-        run[key] = found[-1] if found else None
+    found = fields(text)
+    run = {"log": path.name, **{key: found[key] for key in KEYS}}
     if "ArtifactTooLarge" in text or (run["bytes_total"] and int(run["bytes_total"]) > CAP):
         raise Refused(f"{path}: the artifact is over the {CAP:,}-byte cap")
-    if not re.search(r"^byte_proof: .* match$", text, flags=re.M):
+    if not found["byte_proof"]:
         raise Refused(f"{path}: no passing 'byte_proof: ... match' line; the byte count is unproven")
     missing = [k for k in ("code_sha256", "val_loss", "val_bpb", "bytes_total") if run[k] is None]
     if missing:

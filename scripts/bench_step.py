@@ -242,10 +242,11 @@ def main():
             print(f"{'data (48x2048 from shards)':<26}{data:>9.2f}{1:>5}{data:>9.1f}{data / step_ms:>7.0%}")
         if opt.profile:
             print_profile(*profiled, step_ms)
-    print(f"\n{'code':<22}{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
+    width = max([len("code")] + [len(row[0]) for row in table]) + 1
+    print(f"\n{'code':<{width}}{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
           f"{'TFLOP/s':>9}{'of peak':>8}{'warm-up s':>10}")
     for code, shape, variant, ms, tok_s, peak, fpt, tflops, warm in table:
-        print(f"{code[-22:]:<22}{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}"
+        print(f"{code:<{width}}{shape:<9}{variant:<8}{ms:>9.1f}{tok_s:>12,.0f}{peak:>9.1f}{fpt / 1e9:>10.3f}"
               f"{tflops:>9.0f}{tflops / H100_BF16_DENSE_TFLOPS:>8.1%}{warm:>10.1f}")
 
 

@@ -9,44 +9,41 @@ the two post-quantization columns separate model gains from evaluation gains.
 from __future__ import annotations
 
 import glob
-import re
 import sys
 
 import numpy as np
+from logfields import BASELINE, OURS, find
 
 
 def last(pattern: str, text: str, cast=float):
-    found = re.findall(pattern, text, flags=re.M)
-    if not found:
+    found = find(pattern, text)
+    if found is None:
         raise ValueError(f"no line matches {pattern!r}: did the run finish?")
-    return cast(found[-1] if isinstance(found[-1], tuple) else found[-1].replace(",", ""))
+    return cast(found.replace(",", ""))
 
 
 def train_tokens(data_dir: str) -> int:
-    return sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in glob.glob(f"{data_dir}/fineweb_train_*.bin"))
+    files = glob.glob(f"{data_dir}/fineweb_train_*.bin")
+    if not files:
+        raise SystemExit(f"no fineweb_train_*.bin in {data_dir}: pass the proxy folder the runs trained on")
+    return sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in files)
 
 
 def baseline_row(log: str, ours_metric: str) -> dict:
-    steps = last(r"stopping_early: .* step:(\d+)/", log, int)
-    seconds = last(r"stopping_early: wallclock_cap train_time:(\d+)ms", log) / 1000
-    tokens = steps * last(r"train_batch_tokens:(\d+)", log, int)
-    return {"run": "challenge baseline", "seconds": seconds, "steps": steps, "tokens": tokens,
-            "pre": last(r"^step:\d+/\d+ val_loss:\S+ val_bpb:([\d.]+)", log),
-            "post_own": last(r"final_int8_zlib_roundtrip_exact .*val_bpb:([\d.]+)", log),
-            "post_ours": last(r"baseline_ours_metric .*val_bpb:([\d.]+)", ours_metric),
-            "own_loss": last(r"final_int8_zlib_roundtrip_exact val_loss:([\d.]+)", log),
-            "disjoint_loss": last(r"baseline_ours_metric seq_len:(\d+) stride:\1 val_loss:([\d.]+)", ours_metric,
-                                  lambda m: float(m[1])),
-            "artifact": last(r"Serialized model int8\+zlib: (\d+) bytes", log, int)}
+    steps = last(BASELINE["steps"], log, int)
+    return {"run": "challenge baseline", "seconds": last(BASELINE["train_ms"], log) / 1000, "steps": steps,
+            "tokens": steps * last(BASELINE["batch_tokens"], log, int), "pre": last(BASELINE["pre_bpb"], log),
+            "post_own": last(BASELINE["val_bpb"], log), "post_ours": last(BASELINE["ours_metric_bpb"], ours_metric),
+            "own_loss": last(BASELINE["val_loss"], log), "disjoint_loss": last(BASELINE["disjoint_loss"], ours_metric),
+            "artifact": last(BASELINE["artifact_bytes"], log, int)}
 
 
 def ours_row(log: str) -> dict:
-    post = last(r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)", log)
-    return {"run": "ours (GDN hybrid)", "seconds": last(r"stopping: .*train_time:([\d.]+)s", log),
-            "steps": last(r"stopping: .* after (\d+) steps", log, int),
-            "tokens": last(r"stopping: .*tokens:([\d,]+)", log, int),
-            "pre": last(r"pre_quant_ema .*val_bpb:([\d.]+)", log), "post_own": post, "post_ours": post,
-            "artifact": last(r"artifact:\S+ bytes:(\d+)", log, int)}
+    post = last(OURS["val_bpb"], log)
+    return {"run": "ours (GDN hybrid)", "seconds": last(OURS["train_time"], log),
+            "steps": last(OURS["steps"], log, int), "tokens": last(OURS["tokens"], log, int),
+            "pre": last(OURS["pre_bpb"], log), "post_own": post, "post_ours": post,
+            "artifact": last(OURS["artifact_bytes"], log, int)}
 
 
 def main(data_dir, baseline_log, baseline_ours_metric_log, ours_log):

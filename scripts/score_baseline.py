@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-import re
 import sys
 import types
 import zlib
@@ -31,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt as tg  # noqa: E402
+from logfields import BASELINE, find  # noqa: E402
 
 
 def load_module(path: str, name: str):
@@ -86,10 +86,10 @@ def rebuild(base, artifact: str, device) -> nn.Module:
 
 
 def own_val_loss(log_path: str) -> float:
-    found = re.findall(r"final_int8_zlib_roundtrip_exact val_loss:([\d.]+)", Path(log_path).read_text())
-    if not found:
+    found = find(BASELINE["val_loss"], Path(log_path).read_text())
+    if found is None:
         raise ValueError(f"{log_path}: no final_int8_zlib_roundtrip_exact line; did the baseline run finish?")
-    return float(found[-1])
+    return float(found)
 
 
 def main(baseline_path: str, artifact: str, log_path: str | None = None):

@@ -3,30 +3,25 @@
   python scripts/summarize_logs.py logs/*.log
 """
 
-import re
 import sys
 
-FIELDS = [("steps", r"stopping: .* after (\d+) steps"), ("train_s", r"train_time:([\d.]+)s tokens"),
-          ("tok/s", r"tok/s:([\d,]+)\s*$"), ("epochs", r"epochs:([\d.]+)"), ("peak_MiB", r"peak_memory:(\d+)"),
-          ("pre_bpb", r"pre_quant_ema .*val_bpb:([\d.]+)"), ("post_bpb", r"roundtrip .*val_bpb:([\d.]+)"),
-          ("gap", r"quant_gap_bpb:([-+\d.]+)"), ("artifact", r"artifact:\S+ bytes:(\d+)"),
-          ("total", r"bytes_total:(\d+)"), ("eval_s", r"roundtrip .*eval_time:([\d.]+)s")]
+from logfields import fields
+
+COLUMNS = [("steps", "steps"), ("train_s", "train_time"), ("tok/s", "tok_s"), ("epochs", "epochs"),
+           ("peak_MiB", "peak_mib"), ("pre_bpb", "pre_bpb"), ("post_bpb", "val_bpb"), ("gap", "gap"),
+           ("artifact", "artifact_bytes"), ("total", "bytes_total"), ("eval_s", "eval_s")]
 
 
 def summarize(path):
-    text = open(path, encoding="utf-8").read()
-    row = {}
-    for name, pattern in FIELDS:
-        found = re.findall(pattern, text, flags=re.M)
-        row[name] = found[-1] if found else "-"
-    return row
+    found = fields(open(path, encoding="utf-8").read())
+    return {name: found[key] or "-" for name, key in COLUMNS}
 
 
 def main(paths):
-    print(f"{'log':28} " + " ".join(f"{n:>10}" for n, _ in FIELDS))
+    print(f"{'log':28} " + " ".join(f"{n:>10}" for n, _ in COLUMNS))
     for p in paths:
         row = summarize(p)
-        print(f"{p.split('/')[-1][:28]:28} " + " ".join(f"{row[n]:>10}" for n, _ in FIELDS))
+        print(f"{p.split('/')[-1][:28]:28} " + " ".join(f"{row[n]:>10}" for n, _ in COLUMNS))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""The log readers (scripts/logfields.py and the scripts built on it) on hand-written lines in the formats of
+train_gpt.py, the challenge baseline and its rescoring."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shards import write_shard
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import compare_table  # noqa: E402
+import summarize_logs  # noqa: E402
+
+BASELINE = """train_batch_tokens:1000 train_seq_len:1024 iterations:20000
+step:10/20000 val_loss:2.5000 val_bpb:1.5000 train_time:60000ms step_avg:6000.00ms
+stopping_early: wallclock_cap train_time:60000ms step:10/20000
+Serialized model int8+zlib: 900 bytes (payload:1 raw_torch:1 payload_ratio:1.00x)
+final_int8_zlib_roundtrip_exact val_loss:2.51000000 val_bpb:1.51000000
+"""
+RESCORED = """baseline_ours_metric seq_len:1024 stride:1024 val_loss:2.51001000 val_bpb:1.51001000
+baseline_ours_metric seq_len:1024 stride:512 val_loss:2.49000000 val_bpb:1.49000000
+"""
+OURS = """step:10/20 train_loss:2.9 lr_scale:1.000 train_time:30.0s step_avg:3000.0ms tok/s:1,300
+step:20/20 train_loss:2.5 lr_scale:0.000 train_time:60.0s step_avg:3000.0ms tok/s:1,333
+stopping: wall-clock cap after 20 steps, train_time:60.0s tokens:40,000
+pre_quant_ema val_loss:2.40000000 val_bpb:1.44000000
+artifact:/tmp/a.ptz bytes:1234 code_bytes:50
+final_quantized_zstd22_roundtrip val_loss:2.41000000 val_bpb:1.45000000 tokens:10 bytes:30 eval_time:1.5s
+quant_gap_bpb:+0.01000
+"""
+
+
+def test_summary_takes_the_last_value_of_each_field_and_marks_the_missing(tmp_path):
+    (tmp_path / "run.log").write_text(OURS)
+    row = summarize_logs.summarize(str(tmp_path / "run.log"))
+    assert row["steps"] == "20" and row["tok/s"] == "1,333" and row["train_s"] == "60.0"
+    assert row["post_bpb"] == "1.45000000" and row["eval_s"] == "1.5" and row["gap"] == "+0.01000"
+    assert row["total"] == "-" and row["peak_MiB"] == "-"
+
+
+def test_table_puts_both_runs_on_one_metric(tmp_path, capsys):
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.zeros(20_000, dtype=np.int64))
+    for name, text in (("b.log", BASELINE), ("m.log", RESCORED), ("o.log", OURS)):
+        (tmp_path / name).write_text(text)
+    compare_table.main(str(tmp_path), *(str(tmp_path / n) for n in ("b.log", "m.log", "o.log")))
+    out = capsys.readouterr().out
+    assert "10        10,000   0.50" in out and "20        40,000   2.00" in out
+    assert "ours - baseline, post-quantization, our metric: -0.04000 bpb" in out
+    assert "baseline's own val_loss 2.51000, ours over the same disjoint windows 2.51001" in out
+
+
+def test_an_unfinished_log_or_a_missing_proxy_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no fineweb_train_"):
+        compare_table.train_tokens(str(tmp_path))
+    with pytest.raises(ValueError, match="did the run finish"):
+        compare_table.ours_row(OURS.replace("final_quantized", "x"))
