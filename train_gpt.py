@@ -730,10 +730,12 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
             opt.zero_grad(set_to_none=True)
         ema.update(base_model)
         step += 1
-        elapsed = time.perf_counter() - t0
-        stop = torch.tensor([elapsed >= args.max_wallclock_seconds > 0, not torch.isfinite(loss)], device=device)
+        # the slowest rank's clock for all: every rank then follows one LR schedule and stops at one step
+        clock = torch.tensor([time.perf_counter() - t0, not torch.isfinite(loss)], device=device, dtype=torch.float64)
         if world > 1:
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+        elapsed = clock[0].item()
+        stop = [elapsed >= args.max_wallclock_seconds > 0, clock[1].item() > 0]
         if stop[1]:
             raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
         if step % args.train_log_every == 0 or step <= 5 or stop[0] or step == args.iterations:

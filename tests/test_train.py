@@ -1,6 +1,7 @@
 """Optimizer and training sections: Muon, the schedule, warm-up that keeps nothing, learning, stopping."""
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,32 @@ def test_wallclock_cap_stops_the_run_and_says_why(markov_data, capsys):
     out = train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
     assert 0 < out["steps"] < 10**6 and 1.0 <= out["train_time"] < 5.0
     assert "stopping: wall-clock cap" in capsys.readouterr().out
+
+
+def run_rank_with_a_skewed_clock(rank: int, data: str, out: str):
+    """One gloo rank of a wall-clock-capped run; rank 1's clock runs three times as fast as rank 0's."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    if rank == 1:
+        real = train_gpt.time.perf_counter
+        train_gpt.time = type("Clock", (), {"perf_counter": staticmethod(lambda: 3 * real())})
+    args = tiny_args(Path(data), iterations=10**6, max_wallclock_seconds=3.0, compile_warmup_steps=1,
+                     train_batch_tokens=1024)
+    model = fresh_model()
+    loader = lambda: train_gpt.DistributedLoader(args.train_files, args.vocab_size, rank, 2,  # noqa: E731
+                                                 args.micro_batch_seqs, args.train_seq_len, torch.device("cpu"))
+    result = train_gpt.train(args, model, torch.nn.parallel.DistributedDataParallel(model), loader,
+                             torch.device("cpu"))
+    torch.save({"steps": result["steps"], "weights": [p.detach() for p in model.parameters()]}, f"{out}/{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_share_one_clock_so_weights_and_the_last_step_agree(markov_data, tmp_path):
+    torch.multiprocessing.spawn(run_rank_with_a_skewed_clock, args=(str(markov_data), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    assert a["steps"] == b["steps"] > 1
+    assert all(torch.equal(x, y) for x, y in zip(a["weights"], b["weights"]))
 
 
 def test_non_finite_loss_stops_with_a_clear_error(markov_data):
