@@ -734,8 +734,8 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         clock = torch.tensor([time.perf_counter() - t0, not torch.isfinite(loss)], device=device, dtype=torch.float64)
         if world > 1:
             dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-        elapsed = clock[0].item()
-        stop = [elapsed >= args.max_wallclock_seconds > 0, clock[1].item() > 0]
+        elapsed, bad = clock.tolist()
+        stop = [elapsed >= args.max_wallclock_seconds > 0, bad > 0]
         if stop[1]:
             raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
         if step % args.train_log_every == 0 or step <= 5 or stop[0] or step == args.iterations:
