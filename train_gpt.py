@@ -787,8 +787,9 @@ def collect_hessians(model: nn.Module, calib: Tensor, batch: int) -> dict[str, T
 
 
 def row_scales(W: Tensor, bits: int) -> Tensor:
-    """Symmetric per-row scale, rounded to the fp16 it is stored as."""
-    return (W.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp_min(1e-8).half().float()
+    """Symmetric per-row scale, rounded to the fp16 it is stored as; never below fp16's smallest step, so an
+    all-zero row divides cleanly."""
+    return (W.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp_min(2 ** -24).half().float()
 
 
 def quantize_rtn(W: Tensor, bits: int) -> tuple[Tensor, Tensor]:

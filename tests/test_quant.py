@@ -52,6 +52,13 @@ def test_int6_values_stay_in_range():
         assert q.dtype == torch.int8 and q.min() >= -31 and q.max() <= 31
 
 
+def test_an_all_zero_row_quantizes_to_zeros_with_a_usable_scale():
+    X, W = correlated_layer()
+    W[3] = 0
+    for q, s in (train_gpt.quantize_gptq(W, X.T @ X / len(X), 5, 32, 0.01), train_gpt.quantize_rtn(W, 5)):
+        assert (q[3] == 0).all() and s[3] > 0 and torch.isfinite(dequant(q, s)).all()
+
+
 def test_gptq_output_error_is_well_below_round_to_nearest():
     X, W = correlated_layer()
     ref = X @ W.T
