@@ -10,7 +10,9 @@ Hyperparameters (the environment variable names). Variants that differ only in E
 trained model. Settings not overridden come from the environment exactly as for train_gpt.py
 (DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
 variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
-the same N for every row, so rows compare but are not full-validation scores. A variant that fails
+the same N for every row, so rows compare but are not full-validation scores. --quant-bits 4,5 also
+scores each trained model after train_gpt's own calibration and GPTQ at that one rung (MLP bits, other
+bits), dequantized: the post-quantization column, without packing or a byte count. A variant that fails
 (an error in training or evaluation) is logged with its traceback and kept in the table as failed; the
 others still run.
 """
@@ -44,6 +46,13 @@ def parse_variant(text: str) -> tuple[dict, dict]:
     return train, evals
 
 
+def parse_rung(text: str) -> tuple[int, int]:
+    rung = tuple(int(b) for b in text.split(",") if b.strip().isdigit())
+    if rung not in tg.QUANT_LADDER:
+        raise SystemExit(f"--quant-bits {text}: expected one rung of {tg.QUANT_LADDER} written MLP,OTHER (e.g. 4,5)")
+    return rung
+
+
 def with_overrides(args, overrides: dict):
     out = copy.copy(args)
     for key, value in overrides.items():
@@ -68,27 +77,44 @@ def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
     return plain, stats
 
 
-def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens) -> dict:
+def quantized_copy(model, args, bits: tuple[int, int], device) -> tg.GDNHybrid:
+    """The model after train_gpt's self-generated calibration and GPTQ at one rung, dequantized to float."""
+    calib = tg.generate_calibration(model, args.calib_seqs, args.calib_len, args.calib_temperature, args.seed,
+                                    device)
+    hessians = tg.collect_hessians(model, calib, args.eval_batch_seqs)
+    out = tg.GDNHybrid(args.model_config()).to(device)
+    out.load_state_dict(tg.dequantize(tg.quantize_model(model, hessians, bits, args)))
+    return out
+
+
+def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant_bits=None) -> dict:
     if key not in trained:
         print(f"=== trial: {text} (training)", flush=True)
-        trained[key] = train_variant(args, device)
-    model, stats = trained[key]
+        model, stats = train_variant(args, device)
+        quantized = quantized_copy(model, args, quant_bits, device) if quant_bits else None
+        trained[key] = model, stats, quantized
+    model, stats, quantized = trained[key]
     print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
     result = tg.evaluate(model, val_tokens, luts, args, device, args.eval_stride)
-    return {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
-            "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
-            "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
-            "eval_seconds": result["seconds"]}
+    row = {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
+           "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
+           "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
+           "eval_seconds": result["seconds"]}
+    if quantized is not None:
+        row["quant_bits"] = list(quant_bits)
+        row["val_bpb_quant"] = tg.evaluate(quantized, val_tokens, luts, args, device, args.eval_stride)["val_bpb"]
+    return row
 
 
-def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None) -> list[dict]:
+def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None,
+        quant_bits=None) -> list[dict]:
     rows, trained = [], {}
     for text in variants:
         train_over, eval_over = parse_variant(text)
         key = json.dumps(train_over, sort_keys=True)
         args = with_overrides(base_args, {**train_over, **eval_over})
         try:
-            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens)
+            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant_bits)
         except Exception as e:  # one broken variant must not cost the rest of a device call
             traceback.print_exc()
             row = {"variant": text, "error": f"{type(e).__name__}: {e}"}
@@ -102,15 +128,20 @@ def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: 
 
 def table(rows: list[dict]) -> str:
     """Markdown rows; Δ is against the first row that did not fail."""
-    out = ["| variant | params | steps | tokens/s | epochs | peak MiB | eval len/stride | val_bpb | Δ vs first |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    first = next((r["val_bpb"] for r in rows if "error" not in r), None)
+    out = ["| variant | params | steps | tokens/s | epochs | peak MiB | eval len/stride | val_bpb | Δ vs first "
+           "| after GPTQ | Δ vs first |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    ok = [r for r in rows if "error" not in r]
+    first = ok[0] if ok else {}
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['variant']} | failed: {r['error'][:80]} | | | | | | | |")
+            out.append(f"| {r['variant']} | failed: {r['error'][:80]} | | | | | | | | | |")
             continue
+        quant = "| - | - |"
+        if "val_bpb_quant" in r and "val_bpb_quant" in first:
+            quant = f"| {r['val_bpb_quant']:.5f} | {r['val_bpb_quant'] - first['val_bpb_quant']:+.5f} |"
         out.append(f"| {r['variant']} | {r['params']:,} | {r['steps']} | {r['tok_per_s']:,.0f} | {r['epochs']:.2f} | "
-                   f"{r['peak_mib']:,} | {r['eval']} | {r['val_bpb']:.5f} | {r['val_bpb'] - first:+.5f} |")
+                   f"{r['peak_mib']:,} | {r['eval']} | {r['val_bpb']:.5f} | {r['val_bpb'] - first['val_bpb']:+.5f} "
+                   + quant)
     return "\n".join(out)
 
 
@@ -120,9 +151,11 @@ def main():
     cli.add_argument("--seconds", type=float, required=True, help="training seconds per variant (0: ITERATIONS)")
     cli.add_argument("--val-tokens", type=int, default=0, help="score the first N validation tokens (0: all)")
     cli.add_argument("--out", help="append one JSON line per row here")
+    cli.add_argument("--quant-bits", help="also score after GPTQ at this rung, 'MLP,OTHER' bits (e.g. 4,5)")
     opt = cli.parse_args()
     for text in opt.variants:
         parse_variant(text)  # fail on a typo before any training
+    quant_bits = parse_rung(opt.quant_bits) if opt.quant_bits else None
     args = tg.Hyperparameters()
     args.max_wallclock_seconds = opt.seconds
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -133,7 +166,7 @@ def main():
     luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
     train_tokens = tg.count_tokens(args.train_files)
     t = time.perf_counter()
-    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out)
+    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, quant_bits)
     scored = [r["eval_tokens"] for r in rows if "error" not in r]
     print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: "
           f"{scored[0] if scored else 0:,}; failed: {len(rows) - len(scored)}")
