@@ -31,9 +31,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 try:
     import triton
     import triton.language as tl
+except ImportError:
+    triton = None
+try:
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 except ImportError:
-    triton = chunk_gated_delta_rule = None
+    chunk_gated_delta_rule = None
 
 # ---------------------------------------------------------------- hyperparameters
 
@@ -291,6 +294,11 @@ if triton is not None:
         return acc
 
     @triton.jit
+    def part_offsets(row, t, h, H, D: tl.constexpr):
+        """Offsets of tokens t, head h in one part's [B, T, H * D] output."""
+        return (row + t)[:, None] * H * D + (h * D + tl.arange(0, D))[None, :]
+
+    @triton.jit
     def conv_qkv_fwd_kernel(x, w, doc, out, T, C, H, part: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
                             D: tl.constexpr):
         """One of q, k, v (`part` 0, 1, 2; q and k L2-normalised per head) as a [B, T, H * D] tensor."""
@@ -300,8 +308,7 @@ if triton is not None:
         u = a * tl.sigmoid(a)
         if part < 2:
             u = u / tl.maximum(tl.sqrt(tl.sum(u * u, axis=1)), 1e-12)[:, None]
-        tl.store(out + (row + t)[:, None] * H * D + (h * D + tl.arange(0, D))[None, :], u.to(out.dtype.element_ty),
-                 mask=(t < T)[:, None])
+        tl.store(out + part_offsets(row, t, h, H, D), u.to(out.dtype.element_ty), mask=(t < T)[:, None])
 
     @triton.jit
     def conv_qkv_bwd_kernel(x, w, doc, g, da, T, C, H, part: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
@@ -312,8 +319,7 @@ if triton is not None:
         a = conv_tile(x, w, doc, row, t, c, T, C, K, BT, D)
         sig = tl.sigmoid(a)
         u = a * sig
-        gu = tl.load(g + (row + t)[:, None] * H * D + (h * D + tl.arange(0, D))[None, :], mask=(t < T)[:, None],
-                     other=0.0).to(tl.float32)
+        gu = tl.load(g + part_offsets(row, t, h, H, D), mask=(t < T)[:, None], other=0.0).to(tl.float32)
         if part < 2:
             n = tl.sqrt(tl.sum(u * u, axis=1))[:, None]
             unit = u / tl.maximum(n, 1e-12)

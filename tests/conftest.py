@@ -1,5 +1,6 @@
 """Shared fixtures: a real SentencePiece tokenizer with the challenge's settings, shards, tiny configs."""
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "data")]
+if not torch.cuda.is_available():  # Triton's interpreter runs our kernels on the CPU (read when they are defined)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import train_gpt  # noqa: E402
 from build_proxy import TRAINER_SETTINGS  # noqa: E402

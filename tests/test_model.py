@@ -1,6 +1,7 @@
 """Model section: the Gated DeltaNet reference, document boundaries, attention mask, weight sharing."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -101,6 +102,23 @@ def test_triton_conv_qkv_matches_the_reference_forward_and_backward(B, T, heads,
     for name, f, b, e in zip(("q", "k", "v", "dx", "dweight"), fast, before, exact):
         err = lambda t: ((t.double() - e).norm() / e.norm()).item()  # noqa: E731
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
+
+
+@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@pytest.mark.parametrize("B, T, heads, D", [(2, 100, 2, 16), (1, 70, 1, 128)])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # rows past T: 0/0 in an unused branch
+def test_triton_conv_kernels_in_the_interpreter_match_the_fp64_reference(B, T, heads, D):
+    x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cpu", seed=T)
+    x, weight, doc = x.requires_grad_(), weight.requires_grad_(), doc.int()
+    douts = [torch.randn(B, T, heads * D) for _ in range(3)]
+    outs = train_gpt.ConvQKV.apply(x, weight, doc, heads)
+    grads = torch.autograd.grad(sum((o * d).sum() for o, d in zip(outs, douts)), (x, weight))
+    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    exact = [o.reshape(B, T, -1) for o in train_gpt.conv_qkv_ref(x64, w64, doc, heads)]
+    exact_grads = torch.autograd.grad(sum((o * d.double()).sum() for o, d in zip(exact, douts)), (x64, w64))
+    for name, f, e in zip(("q", "k", "v", "dx", "dweight"), [*outs, *grads], [*exact, *exact_grads]):
+        assert ((f.double() - e).norm() / e.norm()).item() < 1e-5, name
 
 
 def dense_mask(T, window, doc):
