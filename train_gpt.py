@@ -741,15 +741,15 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         if world > 1:
             dist.all_reduce(clock, op=dist.ReduceOp.MAX)
         elapsed, bad = clock.tolist()
-        stop = [elapsed >= args.max_wallclock_seconds > 0, bad > 0]
-        if stop[1]:
+        capped = elapsed >= args.max_wallclock_seconds > 0
+        if bad:
             raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
-        if step % args.train_log_every == 0 or step <= 5 or stop[0] or step == args.iterations:
+        if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
             tokens = step * args.train_batch_tokens
             log0(f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} lr_scale:{scale:.3f} "
                  f"train_time:{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
                  f"tok/s:{tokens / elapsed:,.0f}", logfile)
-        if stop[0]:
+        if capped:
             why = "wall-clock cap"
             break
     log0(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s "
