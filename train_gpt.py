@@ -1084,6 +1084,8 @@ def main():
     log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
          f"code_sha256:{hashlib.sha256(code).hexdigest()} "
          f"val_tokens:{val_tokens.numel()}", logfile)
+    log0("env_overrides: " + (" ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                                       if k.isupper() and hasattr(args, k.lower())) or "none"), logfile)
     if rank == 0:
         prove_byte_count(sp, val_tokens, luts, logfile)
     if len(sys.argv) == 3 and sys.argv[1] == "--eval":
