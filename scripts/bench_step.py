@@ -12,7 +12,9 @@ A variant says what is torch.compile'd (fla's kernels always run eagerly): nothi
 or what train_gpt.build_model compiles for training ('train': each whole block, and in newer versions
 the head with its loss). A step is what train() does per optimizer step at accumulation 1: forward,
 backward, Muon + Adam, EMA. Tokens are random with a BOS every ~700 tokens, so document resets
-and masks do real work.
+and masks do real work. Variant 'loop' instead runs that version's own train() at accumulation 1 on the
+shards under DATA_PATH: its loader, its per-step clock and checks included, timed by train() itself.
+'loop' minus 'train' is what the training loop costs beyond the step.
 
 Model FLOPs per token (training = 3 x forward):
   matrices: 6 x (projection weights used per token, the shared attention counted twice, + the tied head)
@@ -24,6 +26,7 @@ Model FLOPs per token (training = 3 x forward):
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -103,6 +106,19 @@ def bench_step(tg, args, variant, B, T, steps, device):
     torch.cuda.reset_peak_memory_stats()
     ms = cuda_ms(step, steps)
     return model, opts, ema, {"ms": ms, "warmup_s": warm, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def bench_loop(tg, args, B, T, steps, device):
+    loop = copy.copy(args)
+    loop.micro_batch_seqs, loop.train_seq_len, loop.train_batch_tokens = B, T, B * T
+    loop.iterations, loop.max_wallclock_seconds, loop.train_log_every = steps, 0.0, 10**9
+    model = tg.build_model(loop, device)
+    make_loader = lambda: tg.DistributedLoader(loop.train_files, loop.vocab_size, 0, 1, B, T, device)  # noqa: E731
+    torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    result = tg.train(loop, model, model, make_loader, device)
+    return model, {"ms": 1000 * result["train_time"] / steps, "warmup_s": time.perf_counter() - t - result["train_time"],
+                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
 def part_times(tg, model, opts, ema, args, B, T, steps, device):
@@ -208,6 +224,8 @@ def main():
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
     opt = cli.parse_args()
+    if opt.breakdown == "loop":
+        cli.error("--breakdown loop: the loop has no parts to time; break down 'train' instead")
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
@@ -218,7 +236,10 @@ def main():
         for shape in opt.shapes.split(","):
             B, T = map(int, shape.split("x"))
             for variant in opt.variants.split(","):
-                model, opts, ema, r = bench_step(tg, args, variant, B, T, opt.steps, device)
+                if variant == "loop":  # needs shards: train_gpt's loader names what to set when there are none
+                    (model, r), opts, ema = bench_loop(tg, args, B, T, max(opt.steps, 20), device), None, None
+                else:
+                    model, opts, ema, r = bench_step(tg, args, variant, B, T, opt.steps, device)
                 fpt = flops_per_token(tg, model, args, T)
                 tok_s = B * T / (r["ms"] / 1000)
                 table.append((code, shape, variant, r["ms"], tok_s, r["peak_gib"], fpt, fpt * tok_s / 1e12,
