@@ -34,7 +34,9 @@ def inputs(B, T, d, K, device):
 
 
 def launches(x, w, doc, g, heads, BT):
-    """The three kernels as ConvQKV launches them (q, k and v parts each), as functions of the warp count."""
+    """The three kernels as ConvQKV launches them (q, k and v parts each), as functions of the warp count,
+    and the buffers they write. Run in order they compute what ConvQKV does with g as every part's gradient:
+    tests/test_model.py checks that against ConvQKV, so this copy of its launches cannot drift unseen."""
     (B, T, C), K = x.shape, w.size(1)
     D, grid = C // (3 * heads), (B, -(-T // BT), heads)
     out, da, dx = torch.empty_like(g), torch.empty_like(x), torch.empty_like(x)
@@ -47,7 +49,7 @@ def launches(x, w, doc, g, heads, BT):
         "conv_qkv_bwd": each_part(tg.conv_qkv_bwd_kernel, x, w, doc, g, da),
         "conv_bwd": lambda nw: tg.conv_bwd_kernel[(B, grid[1], 3 * heads)](da, x, w, doc, dx, dw_parts, T, C, K, BT, D,
                                                                            num_warps=nw),
-    }
+    }, {"v": out, "dx": dx, "dweight": dw_parts}
 
 
 def main():
@@ -63,7 +65,7 @@ def main():
     floor = {"conv_qkv_fwd": 2, "conv_qkv_bwd": 3, "conv_bwd": 3}  # [B, T, 3d] tensors read + written
     rows = []
     for BT in map(int, a.bt.split(",")):
-        for name, fn in launches(x, w, doc, g, args.num_heads, BT).items():
+        for name, fn in launches(x, w, doc, g, args.num_heads, BT)[0].items():
             for nw in map(int, a.warps.split(",")):
                 fn(nw)  # compiles
                 rows.append((name, BT, nw, cuda_ms(lambda: fn(nw), 20)))

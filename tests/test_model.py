@@ -2,13 +2,14 @@
 
 import math
 import os
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_model
+from conftest import PLAIN_INPUTS, ROOT, TINY_MODEL, tiny_model
 
 
 def recurrence_fp64(q, k, v, g, beta, scale):
@@ -119,6 +120,25 @@ def test_triton_conv_kernels_in_the_interpreter_match_the_fp64_reference(B, T, h
     exact_grads = torch.autograd.grad(sum((o * d.double()).sum() for o, d in zip(exact, douts)), (x64, w64))
     for name, f, e in zip(("q", "k", "v", "dx", "dweight"), [*outs, *grads], [*exact, *exact_grads]):
         assert ((f.double() - e).norm() / e.norm()).item() < 1e-5, name
+
+
+@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # as above
+def test_tune_conv_launches_the_kernels_as_convqkv_does():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune_conv
+    B, T, heads, D = 2, 70, 2, 16
+    x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cpu", seed=5)
+    g = torch.randn(B, T, heads * D, generator=torch.Generator().manual_seed(6))
+    fns, written = tune_conv.launches(x, weight, doc, g, heads, train_gpt.ConvQKV.BT)
+    for fn in fns.values():
+        fn(4)
+    x, weight = x.requires_grad_(), weight.requires_grad_()
+    outs = train_gpt.ConvQKV.apply(x, weight, doc, heads)
+    dx, dweight = torch.autograd.grad(outs, (x, weight), (g, g, g))
+    assert torch.equal(written["v"], outs[2]) and torch.equal(written["dx"], dx)
+    assert torch.equal(written["dweight"].sum(0), dweight)
 
 
 def dense_mask(T, window, doc):
