@@ -130,7 +130,8 @@ def read_shard(path: str | Path) -> np.ndarray:
     if size != expected:
         raise ValueError(f"{path}: header says {header[2]} tokens = {expected} bytes but the file has {size} "
                          f"bytes (truncated or corrupt); {fix}")
-    return np.fromfile(path, dtype="<u2", count=int(header[2]), offset=HEADER_INTS * 4)
+    # mapped, not read: a 100M-token shard took 0.05-0.45 s to read, a stall of every rank at each shard change
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(int(header[2]),))
 
 
 def shard_files(pattern: str) -> list[str]:
@@ -164,14 +165,11 @@ class TokenStream:
 
     def __init__(self, pattern: str, vocab_size: int):
         self.files, self.vocab_size, self.index = shard_files(pattern), vocab_size, -1
-        self.epoch_tokens = 0
         self.next_file()
 
     def next_file(self):
         self.index = (self.index + 1) % len(self.files)
-        self.tokens = read_shard(self.files[self.index])
-        check_token_range(self.tokens, self.vocab_size, self.files[self.index])
-        self.pos = 0
+        self.tokens, self.pos = read_shard(self.files[self.index]), 0
 
     def take(self, n: int) -> np.ndarray:
         out = []
@@ -180,6 +178,7 @@ class TokenStream:
                 self.next_file()
             k = min(n, len(self.tokens) - self.pos)
             out.append(self.tokens[self.pos:self.pos + k])
+            check_token_range(out[-1], self.vocab_size, f"{self.files[self.index]} at token {self.pos}")
             self.pos, n = self.pos + k, n - k
         return np.concatenate(out)
 

@@ -46,6 +46,15 @@ def test_token_ids_beyond_vocab_are_refused(tmp_path):
         train_gpt.load_val_tokens(str(tmp_path / "fineweb_val_*.bin"), 1024)
 
 
+def test_training_stream_refuses_token_ids_beyond_vocab_where_it_reads_them(tmp_path):
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(100))
+    write_shard(tmp_path / "fineweb_train_000001.bin", np.array([1, 2, 3, 2000]))
+    stream = train_gpt.TokenStream(str(tmp_path / "fineweb_train_*.bin"), 1024)
+    assert np.array_equal(stream.take(102), [*range(100), 1, 2])
+    with pytest.raises(ValueError, match=r"fineweb_train_000001.bin at token 2: token id 2000 >= vocab size 1024"):
+        stream.take(2)
+
+
 def test_tokenizer_vocab_must_match_model(tokenizer):
     args = train_gpt.Hyperparameters()
     args.tokenizer_path, args.vocab_size = tokenizer.model_path, 1024
