@@ -193,7 +193,9 @@ class DistributedLoader:
     def next_batch(self) -> tuple[Tensor, Tensor]:
         span = self.seqs * self.seq_len + 1
         chunk = self.stream.take(span * self.world_size)[self.rank * span:(self.rank + 1) * span]
-        local = torch.from_numpy(chunk.astype(np.int64)).to(self.device, non_blocking=True)
+        local = torch.from_numpy(chunk.astype(np.int64))
+        # from pinned memory the copy is queued behind the GPU's work; from pageable memory it can wait for it
+        local = (local.pin_memory() if self.device.type == "cuda" else local).to(self.device, non_blocking=True)
         return local[:-1].view(self.seqs, self.seq_len), local[1:].view(self.seqs, self.seq_len)
 
 # ---------------------------------------------------------------- model

@@ -1,5 +1,7 @@
 """Data section: shard reading and its errors, the tokenizer check, the distributed loader."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,21 @@ def test_ranks_read_disjoint_slices_of_one_stream(tmp_path):
             seen.append(torch.cat([x.flatten(), y.flatten()[-1:]]))
     span = 4 * 16 + 1
     assert torch.equal(torch.cat(seen), torch.from_numpy(stream[:6 * span]))  # crosses the shard boundary
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the point is not waiting for one")
+def test_loader_returns_without_waiting_for_queued_gpu_work(tmp_path):
+    stream = np.arange(200_000) % 1000
+    write_shard(tmp_path / "fineweb_train_000000.bin", stream)
+    seqs, seq_len, span = 48, 2048, 48 * 2048 + 1
+    loader = train_gpt.DistributedLoader(str(tmp_path / "fineweb_train_*.bin"), 1000, 0, 1, seqs, seq_len,
+                                         torch.device("cuda"))
+    loader.next_batch()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1 << 31)  # ~1 s of queued GPU work, as while a training step runs
+    t = time.perf_counter()
+    x, y = loader.next_batch()
+    waited = time.perf_counter() - t
+    torch.cuda.synchronize()
+    assert waited < 0.2, f"next_batch blocked {waited:.2f}s behind the GPU's queue"
+    assert torch.equal(x.flatten().cpu(), torch.from_numpy(stream[span:2 * span - 1]))
