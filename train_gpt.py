@@ -706,6 +706,7 @@ def grad_accum_steps(args: Hyperparameters, world_size: int) -> int:
 def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
     """Trains until ITERATIONS or the wall-clock cap (the same step on every rank); returns the EMA."""
     world = dist.get_world_size() if dist.is_initialized() else 1
+    cpu_group = dist.new_group(backend="gloo") if world > 1 else None  # the clock's all-reduce skips the GPU queue
     accum = grad_accum_steps(args, world)
     optimizers = build_optimizers(base_model, args)
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
@@ -737,15 +738,16 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
             opt.zero_grad(set_to_none=True)
         ema.update(base_model)
         step += 1
-        # the slowest rank's clock for all: every rank then follows one LR schedule and stops at one step
-        clock = torch.tensor([time.perf_counter() - t0, not torch.isfinite(loss)], device=device, dtype=torch.float64)
+        # the slowest rank's clock for all: every rank then follows one LR schedule and stops at one step. It is
+        # read on the CPU, ahead of the GPU by the queued work (under a step): waiting each step idled the GPU
+        clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
         if world > 1:
-            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-        elapsed, bad = clock.tolist()
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX, group=cpu_group)
+        elapsed = clock.item()
         capped = elapsed >= args.max_wallclock_seconds > 0
-        if bad:
-            raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
+            if not math.isfinite(loss.item()):  # a NaN's gradients reach every rank within a step
+                raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
             tokens = step * args.train_batch_tokens
             log0(f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} lr_scale:{scale:.3f} "
                  f"train_time:{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
@@ -753,6 +755,8 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         if capped:
             why = "wall-clock cap"
             break
+    sync(device)
+    elapsed = time.perf_counter() - t0
     log0(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s "
          f"tokens:{step * args.train_batch_tokens:,}", logfile)
     return {"ema": ema, "steps": step, "train_time": elapsed}
