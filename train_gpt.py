@@ -746,10 +746,11 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         elapsed = clock.item()
         capped = elapsed >= args.max_wallclock_seconds > 0
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
-            if not math.isfinite(loss.item()):  # a NaN's gradients reach every rank within a step
+            train_loss = loss.item()
+            if not math.isfinite(train_loss):  # a NaN's gradients reach every rank within a step
                 raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
             tokens = step * args.train_batch_tokens
-            log0(f"step:{step}/{args.iterations} train_loss:{loss.item():.4f} lr_scale:{scale:.3f} "
+            log0(f"step:{step}/{args.iterations} train_loss:{train_loss:.4f} lr_scale:{scale:.3f} "
                  f"train_time:{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
                  f"tok/s:{tokens / elapsed:,.0f}", logfile)
         if capped:
