@@ -8,7 +8,7 @@ DATA=${DATA:-/tmp/proxy}
 OUTDIR=${OUT:-logs}
 name=${NAME:-trials}
 mkdir -p "$OUTDIR"
-export DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model TRAIN_BATCH_TOKENS=${TRAIN_BATCH_TOKENS:-196608} \
+export DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model TRAIN_BATCH_TOKENS=${TRAIN_BATCH_TOKENS:-98304} \
        PYTHONUNBUFFERED=1
 python3 scripts/trials.py --seconds "${SECONDS_BUDGET:-100}" --val-tokens "${VAL_TOKENS:-0}" ${QUANT_BITS:+--quant-bits "$QUANT_BITS"} \
   --out "$OUTDIR/$name.jsonl" "$@" 2>&1 | tee "$OUTDIR/$name.log" | grep -v -e DeprecationWarning -e create_block_mask -e TileLang
