@@ -31,8 +31,9 @@ def run(tokenizer, tmp_path_factory):
     write_shard(data / "fineweb_val_000000.bin", encode_stream(tokenizer, [random_document(rng) for _ in range(60)]))
     write_shard(data / "fineweb_train_000000.bin", encode_stream(tokenizer, [random_document(rng) for _ in range(600)]))
     work = tmp_path_factory.mktemp("work")
-    env = dict(os.environ, **TINY_ENV, DATA_PATH=str(data), TOKENIZER_PATH=tokenizer.model_path,
-               ARTIFACT_PATH=str(work / "model.ptz"))
+    # CUDA hidden: two ranks on a one-GPU machine would ask for a second device; this run is the CPU path
+    env = dict(os.environ, **TINY_ENV, CUDA_VISIBLE_DEVICES="", DATA_PATH=str(data),
+               TOKENIZER_PATH=tokenizer.model_path, ARTIFACT_PATH=str(work / "model.ptz"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "train_gpt.py")]
     out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=400)
