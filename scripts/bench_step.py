@@ -10,7 +10,9 @@ step of each kernel family and of the heaviest kernels: what the isolated part t
 
 A variant says what is torch.compile'd (fla's kernels always run eagerly): nothing, each block's MLP,
 or what train_gpt.build_model compiles for training ('train': each whole block, and in newer versions
-the head with its loss). A step is what train() does per optimizer step at accumulation 1: forward,
+the head with its loss), or 'autotune': 'train' with the blocks compiled in inductor's max-autotune mode,
+which may pick Triton matmul templates that take the relu^2, norms and residual adds into their epilogues
+(minutes of autotuning in the warm-up). A step is what train() does per optimizer step at accumulation 1: forward,
 backward, Muon + Adam, EMA. Tokens are random with a BOS every ~700 tokens, so document resets
 and masks do real work. Variant 'loop' instead runs that version's own train() at accumulation 1 on the
 shards under DATA_PATH: its loader, its per-step clock and checks included, timed by train() itself.
@@ -75,8 +77,11 @@ def cuda_ms(fn, n):
 
 def build(tg, args, variant, device):
     torch.manual_seed(0)
-    if variant == "train":
-        return tg.build_model(args, device)
+    if variant in ("train", "autotune"):
+        model = tg.build_model(args, device)
+        for block in model.blocks if variant == "autotune" else ():
+            block.compile(mode="max-autotune-no-cudagraphs")
+        return model
     model = tg.GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     for block in model.blocks:
         if variant == "mlp":
