@@ -79,8 +79,9 @@ def build(tg, args, variant, device):
     torch.manual_seed(0)
     if variant in ("train", "autotune"):
         model = tg.build_model(args, device)
-        for block in model.blocks if variant == "autotune" else ():
-            block.compile(mode="max-autotune-no-cudagraphs")
+        if variant == "autotune":
+            for block in model.blocks:
+                block.compile(mode="max-autotune-no-cudagraphs")
         return model
     model = tg.GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     for block in model.blocks:
