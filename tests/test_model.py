@@ -141,6 +141,16 @@ def test_tune_conv_launches_the_kernels_as_convqkv_does():
     assert torch.equal(written["dweight"].sum(0), dweight)
 
 
+def test_bench_relu2_derivative_from_the_output_is_autograds():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_relu2 import RELU2
+    h = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    g = torch.randn(50, 7, dtype=torch.float64)
+    (want,), (got,) = (torch.autograd.grad(RELU2[k](h), h, g) for k in ("autograd", "saves_r"))
+    assert torch.equal(RELU2["saves_r"](h), RELU2["autograd"](h)) and torch.allclose(got, want, rtol=1e-12, atol=0)
+    assert (h < 0).any() and torch.equal(got[h < 0], torch.zeros_like(got[h < 0]))
+
+
 def dense_mask(T, window, doc):
     return train_gpt.attention_mask(1, T, window, doc, torch.device("cpu"))[0, 0]
 
