@@ -151,6 +151,46 @@ def test_bench_relu2_derivative_from_the_output_is_autograds():
     assert (h < 0).any() and torch.equal(got[h < 0], torch.zeros_like(got[h < 0]))
 
 
+@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@pytest.mark.parametrize("backward", [False, True])
+def test_bench_relu2_matmul_epilogues_in_the_interpreter(backward):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_relu2
+    gen = torch.Generator().manual_seed(2)
+    (M, K), N = (64, 32), 48
+    a, b = torch.randn(M, K, generator=gen, dtype=torch.float64), torch.randn(N, K, generator=gen, dtype=torch.float64).t()
+    r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
+    want = a @ b * 2 * r.sqrt() if backward else (a @ b).relu().square()
+    out, a32, b32 = torch.empty(M, N), a.float(), b.float()
+    bench_relu2.matmul_relu2_kernel.fn[(M // 32 * N // 16,)](a32, b32, r.float(), out, M, N, K, *a32.stride(),
+                                                            *b32.stride(), BACKWARD=backward, BM=32, BN=16, BK=16)
+    assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+def test_bench_relu2_fused_mlp_gradients_in_the_interpreter(monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_relu2
+
+    def fixed_tiles(a, b, r=None):  # the autotuner times configs on a GPU; the interpreter has none
+        out = a.new_empty(a.size(0), b.size(1))
+        bench_relu2.matmul_relu2_kernel.fn[(a.size(0) // 32 * b.size(1) // 16,)](
+            a, b, out if r is None else r, out, a.size(0), b.size(1), a.size(1), *a.stride(), *b.stride(),
+            BACKWARD=r is not None, BM=32, BN=16, BK=16)
+        return out
+    monkeypatch.setattr(bench_relu2, "matmul_relu2", fixed_tiles)
+    gen = torch.Generator().manual_seed(3)
+    x, fc, proj, gy = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
+                       for s in ((2, 32, 32), (48, 32), (32, 48), (2, 32, 32)))
+    want = torch.autograd.grad((x @ fc.t()).relu().square() @ proj.t(), (x, fc, proj), gy)
+    ins = [t.detach().float().requires_grad_() for t in (x, fc, proj)]
+    got = torch.autograd.grad(bench_relu2.FusedMLP.apply(*ins), ins, gy.detach().float())
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
+
+
 def dense_mask(T, window, doc):
     return train_gpt.attention_mask(1, T, window, doc, torch.device("cpu"))[0, 0]
 
