@@ -123,8 +123,9 @@ def main():
     B, T = map(int, a.shape.split("x"))
     gen = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(B, T, a.dim, device="cuda", generator=gen).bfloat16().requires_grad_()
-    params = [(torch.randn(a.mult * a.dim, a.dim, device="cuda", generator=gen) * a.dim ** -0.5).requires_grad_(),
-              (torch.randn(a.dim, a.mult * a.dim, device="cuda", generator=gen) * (a.mult * a.dim) ** -0.5).requires_grad_(),
+    hidden = a.mult * a.dim
+    params = [(torch.randn(hidden, a.dim, device="cuda", generator=gen) * a.dim ** -0.5).requires_grad_(),
+              (torch.randn(a.dim, hidden, device="cuda", generator=gen) * hidden ** -0.5).requires_grad_(),
               torch.ones(a.dim, device="cuda", requires_grad=True)]
     gy = torch.randn(B, T, a.dim, device="cuda", generator=gen).bfloat16()
     names = [*RELU2, "fused"]
@@ -137,8 +138,8 @@ def main():
         for name, fn in fns.items():
             torch.cuda.reset_peak_memory_stats()
             times[name].append(cuda_ms(lambda: step(fn, x, params, gy), a.steps))
-            print(f"measured {name}: {times[name][-1]:.3f} ms, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
-                  flush=True)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"measured {name}: {times[name][-1]:.3f} ms, peak {peak:.2f} GiB", flush=True)
     print(f"\nshape {B}x{T}, dim {a.dim}, hidden {a.mult * a.dim}")
     print(f"{'relu2':<10}{'best ms':>9}{'median ms':>11}{'grad diff':>11}")
     for name, ms in times.items():

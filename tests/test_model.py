@@ -159,7 +159,8 @@ def test_bench_relu2_matmul_epilogues_in_the_interpreter(backward):
     import bench_relu2
     gen = torch.Generator().manual_seed(2)
     (M, K), N = (64, 32), 48
-    a, b = torch.randn(M, K, generator=gen, dtype=torch.float64), torch.randn(N, K, generator=gen, dtype=torch.float64).t()
+    a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))
+    b = bt.t()
     r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
     want = a @ b * 2 * r.sqrt() if backward else (a @ b).relu().square()
     out, a32, b32 = torch.empty(M, N), a.float(), b.float()
