@@ -102,7 +102,7 @@ def step(fn, x, params, gy):
     fn(x, *params).backward(gy)
 
 
-def cuda_ms(fn, n):
+def cuda_ms(fn, n):  # bench_step's, copied: importing it imports train_gpt, which needs staged zstandard
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(n):
