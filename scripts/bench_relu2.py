@@ -3,11 +3,11 @@ compiled as train_gpt compiles its blocks, with relu^2 differentiated two ways:
   autograd   torch's own derivative: inductor decides what the forward keeps and the backward recomputes
   saves_r    a Function that keeps only r = relu(h)^2, which proj's weight gradient needs anyway, and takes
              relu(h) = sqrt(r) in the backward: h need not be kept nor r recomputed
-  fused      fc, relu^2 and proj as one Function whose two [tokens, mult * dim] products are Triton matmuls
-             with relu^2 in the forward's epilogue and dh = dr * 2 sqrt(r) in the backward's: neither h nor dr
-             goes through memory (the other four products stay cuBLAS)
+  fused      train_gpt's ReluSquaredMLP, what its MLP runs in training: the two [tokens, mult * dim] products are
+             Triton matmuls with relu^2 in the forward's epilogue and dh = dr * 2 sqrt(r) in the backward's, so
+             neither h nor dr goes through memory (the other four products stay cuBLAS)
 Prints ms per call for each, alternating them so that none gains from its place, and each variant's largest
-gradient difference to autograd's. Needs only torch and triton: runs on the lent GPU machine without staging fla.
+gradient difference to autograd's. Imports train_gpt: stage the wheels first (zstandard).
 
     python3 scripts/bench_relu2.py [--shape 48x2048] [--dim 512] [--mult 3] [--steps 50] [--rounds 3]
 """
@@ -15,11 +15,15 @@ gradient difference to autograd's. Needs only torch and triton: runs on the lent
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_gpt as tg  # noqa: E402
+from bench_step import cuda_ms  # noqa: E402
 
 
 class Relu2SavesOutput(torch.autograd.Function):
@@ -38,58 +42,11 @@ class Relu2SavesOutput(torch.autograd.Function):
 RELU2 = {"autograd": lambda h: F.relu(h).square(), "saves_r": Relu2SavesOutput.apply}
 
 
-@triton.autotune([triton.Config({"BM": bm, "BN": bn, "BK": 64}, num_warps=w, num_stages=s)
-                  for bm, bn, w, s in ((128, 128, 8, 3), (128, 256, 8, 3), (128, 128, 4, 4), (64, 128, 4, 4))],
-                 key=["M", "N", "K"])
-@triton.jit
-def matmul_relu2_kernel(a, b, r, out, M, N, K, sam, sak, sbk, sbn, BACKWARD: tl.constexpr, BM: tl.constexpr,
-                        BN: tl.constexpr, BK: tl.constexpr):
-    """out = relu(a @ b)^2 (forward) or (a @ b) * 2 sqrt(r) (backward: a = dy, b = proj, r saved), [M, N]."""
-    pid, n_tiles = tl.program_id(0), tl.cdiv(N, BN)
-    m, n, k = (pid // n_tiles) * BM + tl.arange(0, BM), (pid % n_tiles) * BN + tl.arange(0, BN), tl.arange(0, BK)
-    acc = tl.zeros((BM, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        acc = tl.dot(tl.load(a + m[:, None] * sam + (k0 + k)[None, :] * sak),
-                     tl.load(b + (k0 + k)[:, None] * sbk + n[None, :] * sbn), acc)
-    if BACKWARD:
-        acc = acc * 2 * tl.sqrt(tl.load(r + m[:, None] * N + n[None, :]).to(tl.float32))
-    else:
-        acc = tl.maximum(acc, 0.0)
-        acc = acc * acc
-    tl.store(out + m[:, None] * N + n[None, :], acc.to(out.dtype.element_ty))
-
-
-def matmul_relu2(a, b, r=None):
-    """a [M, K] @ b [K, N] with matmul_relu2_kernel's epilogue; shapes must be multiples of the tiles."""
-    (M, K), N = a.shape, b.size(1)
-    out = a.new_empty(M, N)
-    grid = lambda meta: (triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"]),)  # noqa: E731
-    matmul_relu2_kernel[grid](a, b, r if r is not None else out, out, M, N, K, *a.stride(), *b.stride(),
-                              BACKWARD=r is not None)
-    return out
-
-
-class FusedMLP(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, fc, proj):
-        x2 = x.flatten(0, -2).contiguous()
-        r = matmul_relu2(x2, fc.t())
-        ctx.save_for_backward(x2, fc, proj, r)
-        return (r @ proj.t()).view(*x.shape[:-1], -1)
-
-    @staticmethod
-    def backward(ctx, gy):
-        x2, fc, proj, r = ctx.saved_tensors
-        gy2 = gy.flatten(0, -2).contiguous()
-        dh = matmul_relu2(gy2, proj, r)
-        return (dh @ fc).view(*gy.shape[:-1], -1), dh.t() @ x2, gy2.t() @ r
-
-
 def mlp_half(relu2):
     def forward(x, fc, proj, scale):
         xn = F.rms_norm(x, (x.size(-1),))
         if relu2 == "fused":
-            y = FusedMLP.apply(xn, fc.to(x.dtype), proj.to(x.dtype))
+            y = tg.ReluSquaredMLP.apply(xn, fc.to(x.dtype), proj.to(x.dtype))
         else:
             y = F.linear(RELU2[relu2](F.linear(xn, fc.to(x.dtype))), proj.to(x.dtype))
         return x + scale.to(x.dtype) * y
@@ -100,16 +57,6 @@ def step(fn, x, params, gy):
     for p in (x, *params):
         p.grad = None
     fn(x, *params).backward(gy)
-
-
-def cuda_ms(fn, n):  # bench_step's, copied: importing it imports train_gpt, which needs staged zstandard
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(n):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / n
 
 
 def main():

@@ -154,42 +154,59 @@ def test_bench_relu2_derivative_from_the_output_is_autograds():
 @pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
                     reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
 @pytest.mark.parametrize("backward", [False, True])
-def test_bench_relu2_matmul_epilogues_in_the_interpreter(backward):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_relu2
+def test_relu2_matmul_epilogues_in_the_interpreter(backward):
     gen = torch.Generator().manual_seed(2)
-    (M, K), N = (64, 32), 48
+    (M, K), N = (50, 24), 40  # not multiples of the tiles: the masks are tested too
     a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))
     b = bt.t()
     r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
     want = a @ b * 2 * r.sqrt() if backward else (a @ b).relu().square()
     out, a32, b32 = torch.empty(M, N), a.float(), b.float()
-    bench_relu2.matmul_relu2_kernel.fn[(M // 32 * N // 16,)](a32, b32, r.float(), out, M, N, K, *a32.stride(),
-                                                            *b32.stride(), BACKWARD=backward, BM=32, BN=16, BK=16)
+    train_gpt.relu2_matmul_kernel.fn[(-(-M // 32) * -(-N // 16),)](a32, b32, r.float(), out, M, N, K, *a32.stride(),
+                                                                *b32.stride(), BACKWARD=backward, BM=32, BN=16, BK=16)
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
                     reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
-def test_bench_relu2_fused_mlp_gradients_in_the_interpreter(monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_relu2
-
+def test_relu_squared_mlp_gradients_in_the_interpreter(monkeypatch):
     def fixed_tiles(a, b, r=None):  # the autotuner times configs on a GPU; the interpreter has none
         out = a.new_empty(a.size(0), b.size(1))
-        bench_relu2.matmul_relu2_kernel.fn[(a.size(0) // 32 * b.size(1) // 16,)](
+        train_gpt.relu2_matmul_kernel.fn[(a.size(0) // 32 * b.size(1) // 16,)](
             a, b, out if r is None else r, out, a.size(0), b.size(1), a.size(1), *a.stride(), *b.stride(),
             BACKWARD=r is not None, BM=32, BN=16, BK=16)
         return out
-    monkeypatch.setattr(bench_relu2, "matmul_relu2", fixed_tiles)
+    monkeypatch.setattr(train_gpt, "relu2_matmul", fixed_tiles)
     gen = torch.Generator().manual_seed(3)
     x, fc, proj, gy = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
                        for s in ((2, 32, 32), (48, 32), (32, 48), (2, 32, 32)))
     want = torch.autograd.grad((x @ fc.t()).relu().square() @ proj.t(), (x, fc, proj), gy)
     ins = [t.detach().float().requires_grad_() for t in (x, fc, proj)]
-    got = torch.autograd.grad(bench_relu2.FusedMLP.apply(*ins), ins, gy.detach().float())
+    got = torch.autograd.grad(train_gpt.ReluSquaredMLP.apply(*ins), ins, gy.detach().float())
     for g, w in zip(got, want):
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("shape, dim", [((48, 2048), 512), ((3, 100), 64)])  # the second is no multiple of a tile
+def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
+    torch.manual_seed(0)
+    mlp = train_gpt.MLP(dim, 3).cuda()
+    torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to compare
+    x = torch.randn(*shape, dim, device="cuda").bfloat16().requires_grad_()
+    g = torch.randn(*shape, dim, device="cuda")
+
+    def outputs_and_grads(x, fc, proj, mlp=None):
+        y = mlp(x) if mlp else F.linear(F.relu(F.linear(x, fc.to(x.dtype))).square(), proj.to(x.dtype))
+        return (y, *torch.autograd.grad(y, (x, fc, proj), g.to(y.dtype)))
+
+    weights = (mlp.fc.weight, mlp.proj.weight)
+    fast = outputs_and_grads(x, *weights, mlp)
+    before = outputs_and_grads(x, *weights)  # bf16 through cuBLAS and separate kernels, as inference runs
+    exact = outputs_and_grads(*(t.detach().double().requires_grad_() for t in (x, *weights)))
+    for name, f, b, e in zip(("y", "dx", "dfc", "dproj"), fast, before, exact):
+        err = lambda t: ((t.double() - e).norm() / e.norm()).item()  # noqa: E731
+        assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
 
 
 def dense_mask(T, window, doc):
