@@ -510,6 +510,7 @@ class ReluSquaredMLP(torch.autograd.Function):
     """proj(relu(fc(x))^2), keeping only r = relu(h)^2: proj's weight gradient needs it and relu(h) = sqrt(r)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # tl.dot takes one dtype
     def forward(ctx, x, fc, proj):
         x2 = x.flatten(0, -2).contiguous()
         r = relu2_matmul(x2, fc.t())
@@ -517,6 +518,7 @@ class ReluSquaredMLP(torch.autograd.Function):
         return (r @ proj.t()).view(*x.shape[:-1], -1)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         x2, fc, proj, r = ctx.saved_tensors
         g2 = grad.flatten(0, -2).contiguous()

@@ -209,6 +209,21 @@ def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
+def test_mlp_in_training_follows_autocast_like_the_modules():
+    torch.manual_seed(0)
+    mlp = train_gpt.MLP(64, 3).cuda()
+    torch.nn.init.normal_(mlp.proj.weight, std=0.1)
+    x = torch.randn(2, 100, 64, device="cuda", requires_grad=True)  # float32 in, as a caller outside the blocks
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        fast = mlp(x)
+        with torch.no_grad():
+            modules = mlp(x)  # the modules' path
+    (dx,) = torch.autograd.grad(fast.float().square().sum(), x)
+    assert fast.dtype == modules.dtype == torch.bfloat16 and dx.dtype == torch.float32
+    assert ((fast.float() - modules.float()).norm() / modules.float().norm()).item() < 1e-2
+
+
 def dense_mask(T, window, doc):
     return train_gpt.attention_mask(1, T, window, doc, torch.device("cpu"))[0, 0]
 
