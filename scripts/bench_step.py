@@ -136,6 +136,7 @@ def part_times(tg, model, opts, ema, args, B, T, steps, device):
     ids, tgt = random_batch(B, T, args.vocab_size, device, gen, tg.BOS_ID)
     ctx = model.context(ids)
     x = torch.randn(B, T, args.model_dim, device=device, requires_grad=True)
+    ctx["x0"] = torch.randn(B, T, args.model_dim, device=device, dtype=torch.bfloat16)  # blocks with X0_MIX read it
     gdn, swa = model.blocks[0], model.blocks[model.layout.index("swa")]
 
     def fwd_bwd(fn):
