@@ -169,6 +169,20 @@ def test_relu2_matmul_epilogues_in_the_interpreter(backward):
 
 @pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
                     reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+def test_tune_relu2_launches_the_kernel_and_marks_the_autotune_list():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune_relu2
+    gen = torch.Generator().manual_seed(4)
+    a, fc = torch.randn(40, 16, generator=gen), torch.randn(24, 16, generator=gen)
+    out = torch.empty(40, 24)
+    tune_relu2.launcher(a, fc.t(), out, out, False, (32, 16, 16, 4, 2))()
+    assert torch.allclose(out, (a @ fc.t()).relu().square(), rtol=1e-5, atol=1e-5)
+    listed = [tuple(c.kwargs.values()) + (c.num_warps, c.num_stages) for c in train_gpt.relu2_matmul_kernel.configs]
+    assert sorted(c for c in tune_relu2.CONFIGS if tune_relu2.in_autotune_list(c)) == sorted(listed)
+
+
+@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
 def test_relu_squared_mlp_gradients_in_the_interpreter(monkeypatch):
     def fixed_tiles(a, b, r=None):  # the autotuner times configs on a GPU; the interpreter has none
         out = a.new_empty(a.size(0), b.size(1))
