@@ -59,12 +59,18 @@ def step(fn, x, params, gy):
     fn(x, *params).backward(gy)
 
 
-def main():
+def mlp_shape_cli() -> argparse.ArgumentParser:
+    """The MLP-half shape and timing options, shared with tune_relu2.py."""
     cli = argparse.ArgumentParser()
     cli.add_argument("--shape", default="48x2048")
     cli.add_argument("--dim", type=int, default=512)
     cli.add_argument("--mult", type=int, default=3)
     cli.add_argument("--steps", type=int, default=50)
+    return cli
+
+
+def main():
+    cli = mlp_shape_cli()
     cli.add_argument("--rounds", type=int, default=3)
     a = cli.parse_args()
     B, T = map(int, a.shape.split("x"))

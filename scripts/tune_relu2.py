@@ -12,11 +12,11 @@ Configurations that do not fit in shared memory fail to launch and are listed as
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
+from bench_relu2 import mlp_shape_cli
 from bench_step import cuda_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,12 +42,7 @@ def in_autotune_list(cfg):
 
 
 def main():
-    cli = argparse.ArgumentParser()
-    cli.add_argument("--shape", default="48x2048")
-    cli.add_argument("--dim", type=int, default=512)
-    cli.add_argument("--mult", type=int, default=3)
-    cli.add_argument("--steps", type=int, default=50)
-    opt = cli.parse_args()
+    opt = mlp_shape_cli().parse_args()
     B, T = map(int, opt.shape.split("x"))
     M, d, h = B * T, opt.dim, opt.mult * opt.dim
     gen = torch.Generator(device="cuda").manual_seed(0)
