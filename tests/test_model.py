@@ -11,6 +11,12 @@ import torch.nn.functional as F
 import train_gpt
 from conftest import PLAIN_INPUTS, ROOT, TINY_MODEL, tiny_model
 
+in_triton_interpreter = pytest.mark.skipif(
+    train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
+    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+on_gpu_with_triton = pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None,
+                                        reason="needs CUDA and Triton")
+
 
 def recurrence_fp64(q, k, v, g, beta, scale):
     """The Gated DeltaNet recurrence one token at a time, in float64."""
@@ -84,7 +90,7 @@ def test_reference_conv_is_causal_and_keeps_to_one_document(with_doc):
     assert (out.double() - conv_by_loop(x, weight, doc)).abs().max() < 1e-5
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
+@on_gpu_with_triton
 @pytest.mark.parametrize("B, T, heads, D", [(2, 2048, 4, 128), (3, 100, 2, 16)])
 def test_triton_conv_qkv_matches_the_reference_forward_and_backward(B, T, heads, D):
     x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cuda", seed=T)
@@ -105,8 +111,7 @@ def test_triton_conv_qkv_matches_the_reference_forward_and_backward(B, T, heads,
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
 
 
-@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@in_triton_interpreter
 @pytest.mark.parametrize("B, T, heads, D", [(2, 100, 2, 16), (1, 70, 1, 128)])
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # rows past T: 0/0 in an unused branch
 def test_triton_conv_kernels_in_the_interpreter_match_the_fp64_reference(B, T, heads, D):
@@ -122,8 +127,7 @@ def test_triton_conv_kernels_in_the_interpreter_match_the_fp64_reference(B, T, h
         assert ((f.double() - e).norm() / e.norm()).item() < 1e-5, name
 
 
-@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@in_triton_interpreter
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # as above
 def test_tune_conv_launches_the_kernels_as_convqkv_does():
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -151,10 +155,11 @@ def test_bench_relu2_derivative_from_the_output_is_autograds():
     assert (h < 0).any() and torch.equal(got[h < 0], torch.zeros_like(got[h < 0]))
 
 
-@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@in_triton_interpreter
 @pytest.mark.parametrize("backward", [False, True])
 def test_relu2_matmul_epilogues_in_the_interpreter(backward):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune_relu2
     gen = torch.Generator().manual_seed(2)
     (M, K), N = (50, 24), 40  # not multiples of the tiles: the masks are tested too
     a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))
@@ -162,33 +167,26 @@ def test_relu2_matmul_epilogues_in_the_interpreter(backward):
     r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
     want = a @ b * 2 * r.sqrt() if backward else (a @ b).relu().square()
     out, a32, b32 = torch.empty(M, N), a.float(), b.float()
-    train_gpt.relu2_matmul_kernel.fn[(-(-M // 32) * -(-N // 16),)](a32, b32, r.float(), out, M, N, K, *a32.stride(),
-                                                                *b32.stride(), BACKWARD=backward, BM=32, BN=16, BK=16)
+    tune_relu2.launcher(a32, b32, r.float(), out, backward, (32, 16, 16, 4, 2))()
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
-@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
-def test_tune_relu2_launches_the_kernel_and_marks_the_autotune_list():
+@in_triton_interpreter
+def test_tune_relu2_marks_the_autotune_list():  # its launcher runs the kernel in the tests around this one
     sys.path.insert(0, str(ROOT / "scripts"))
     import tune_relu2
-    gen = torch.Generator().manual_seed(4)
-    a, fc = torch.randn(40, 16, generator=gen), torch.randn(24, 16, generator=gen)
-    out = torch.empty(40, 24)
-    tune_relu2.launcher(a, fc.t(), out, out, False, (32, 16, 16, 4, 2))()
-    assert torch.allclose(out, (a @ fc.t()).relu().square(), rtol=1e-5, atol=1e-5)
     listed = [tuple(c.kwargs.values()) + (c.num_warps, c.num_stages) for c in train_gpt.relu2_matmul_kernel.configs]
     assert sorted(c for c in tune_relu2.CONFIGS if tune_relu2.in_autotune_list(c)) == sorted(listed)
 
 
-@pytest.mark.skipif(train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="needs Triton, run on the CPU by its interpreter (TRITON_INTERPRET=1 before import)")
+@in_triton_interpreter
 def test_relu_squared_mlp_gradients_in_the_interpreter(monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tune_relu2
+
     def fixed_tiles(a, b, r=None):  # the autotuner times configs on a GPU; the interpreter has none
         out = a.new_empty(a.size(0), b.size(1))
-        train_gpt.relu2_matmul_kernel.fn[(a.size(0) // 32 * b.size(1) // 16,)](
-            a, b, out if r is None else r, out, a.size(0), b.size(1), a.size(1), *a.stride(), *b.stride(),
-            BACKWARD=r is not None, BM=32, BN=16, BK=16)
+        tune_relu2.launcher(a, b, out if r is None else r, out, r is not None, (32, 16, 16, 4, 2))()
         return out
     monkeypatch.setattr(train_gpt, "relu2_matmul", fixed_tiles)
     gen = torch.Generator().manual_seed(3)
@@ -201,7 +199,7 @@ def test_relu_squared_mlp_gradients_in_the_interpreter(monkeypatch):
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
+@on_gpu_with_triton
 @pytest.mark.parametrize("shape, dim", [((48, 2048), 512), ((3, 100), 64)])  # the second is no multiple of a tile
 def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
     torch.manual_seed(0)
@@ -223,7 +221,7 @@ def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None, reason="needs CUDA and Triton")
+@on_gpu_with_triton
 def test_mlp_in_training_follows_autocast_like_the_modules():
     torch.manual_seed(0)
     mlp = train_gpt.MLP(64, 3).cuda()
