@@ -185,8 +185,8 @@ def kernel_family(name: str) -> str:
     return next((fam for fam, keys in KERNEL_FAMILIES if any(k in low for k in keys)), "other eager kernels")
 
 
-def profile_kernels(step, steps: int, top: int = 25) -> tuple[dict, list]:
-    """GPU milliseconds per step by kernel family and for the `top` heaviest kernels."""
+def profile_kernels(step, steps: int, top: int) -> tuple[dict, list]:
+    """GPU milliseconds per step by kernel family, and for the `top` heaviest kernels with their calls per step."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
@@ -196,11 +196,12 @@ def profile_kernels(step, steps: int, top: int = 25) -> tuple[dict, list]:
     for evt in prof.key_averages():
         us = getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0)
         if us > 0:
-            kernels[evt.key] = kernels.get(evt.key, 0.0) + us / 1000 / steps
+            ms, calls = kernels.get(evt.key, (0.0, 0.0))
+            kernels[evt.key] = (ms + us / 1000 / steps, calls + evt.count / steps)
     families = {}
-    for name, ms in kernels.items():
+    for name, (ms, _) in kernels.items():
         families[kernel_family(name)] = families.get(kernel_family(name), 0.0) + ms
-    return families, sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+    return families, sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
 
 
 def print_profile(families: dict, heaviest: list, step_ms: float):
@@ -208,9 +209,9 @@ def print_profile(families: dict, heaviest: list, step_ms: float):
     print(f"\nprofile: GPU busy {busy:.1f} ms of a {step_ms:.1f} ms step ({busy / step_ms:.0%}); by family:")
     for fam, ms in sorted(families.items(), key=lambda kv: -kv[1]):
         print(f"  {fam:<30}{ms:>8.1f} ms {ms / step_ms:>6.1%}")
-    print("heaviest kernels (ms per step):")
-    for name, ms in heaviest:
-        print(f"  {ms:>7.2f}  {kernel_family(name)[:12]:<13}{name[:110]}")
+    print("heaviest kernels (ms per step, calls per step, ms per call):")
+    for name, (ms, calls) in heaviest:
+        print(f"  {ms:>7.2f} {calls:>5.0f} {ms / calls:>7.3f}  {kernel_family(name)[:12]:<13}{name[:110]}")
 
 
 def loader_ms(tg, args, B, T, device, steps):
@@ -229,6 +230,7 @@ def main():
     cli.add_argument("--steps", type=int, default=10)
     cli.add_argument("--breakdown", default="train", help="variant whose parts are timed ('' for none)")
     cli.add_argument("--profile", type=int, default=0, help="profile this many steps of the breakdown variant")
+    cli.add_argument("--top", type=int, default=25, help="heaviest kernels the profile lists")
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
     opt = cli.parse_args()
@@ -258,7 +260,7 @@ def main():
                     step_ms, data = r["ms"], loader_ms(tg, args, 48, 2048, device, opt.steps)
                     if opt.profile:
                         loader = RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID)
-                        profiled = profile_kernels(step_fn(tg, model, opts, ema, loader, device), opt.profile)
+                        profiled = profile_kernels(step_fn(tg, model, opts, ema, loader, device), opt.profile, opt.top)
                 del model, opts, ema
                 torch.cuda.empty_cache()
     if opt.breakdown:

@@ -20,6 +20,6 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
                           "--profile", "1"], cwd=ROOT / "scripts", env={**os.environ, **tiny},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy"):
+    for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step"):
         assert part in run.stdout, run.stdout[-3000:]
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
