@@ -34,9 +34,10 @@ try:
 except ImportError:
     triton = None
 try:
+    from fla.modules.norm.fused_norm_gate import rms_norm_gated
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 except ImportError:
-    chunk_gated_delta_rule = None
+    chunk_gated_delta_rule = rms_norm_gated = None
 
 # ---------------------------------------------------------------- hyperparameters
 
@@ -257,6 +258,14 @@ def gated_delta_rule(q, k, v, g, beta):
     return chunk_gated_delta_rule(q, k, v, g.float(), beta, scale=scale)[0]
 
 
+@torch.compiler.disable  # as gated_delta_rule: fla's kernels run eagerly
+def gated_rms_norm(x: Tensor, gate: Tensor, weight: Tensor) -> Tensor:
+    """rms_norm(x) * weight * silu(gate); on a GPU one fla kernel each way, where inductor's took three."""
+    if not x.is_cuda:
+        return rms_norm(x) * weight.to(x.dtype) * F.silu(gate)
+    return rms_norm_gated(x, gate, weight, None, eps=torch.finfo(torch.float32).eps)  # F.rms_norm's eps on bf16
+
+
 def same_doc_shifted(doc: Tensor, j: int) -> Tensor:
     return F.pad(doc[:, j:] == doc[:, :-j], (j, 0), value=False)[..., None]
 
@@ -428,14 +437,13 @@ class GatedDeltaNet(nn.Module):
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
         # every projection of x before the first kernel call: x's gradient is then summed in one graph
-        qkv, gate, (b, a) = self.qkv(x), F.silu(self.gate(x)), self.beta_decay(x).float().chunk(2, dim=-1)
+        qkv, gate, (b, a) = self.qkv(x), self.gate(x), self.beta_decay(x).float().chunk(2, dim=-1)
         q, k, v = conv_qkv(qkv, self.conv, ctx["doc"], self.heads)
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
         o = gated_delta_rule(q, k, v, g, b.sigmoid().to(q.dtype))
-        o = rms_norm(o) * self.norm_weight.to(o.dtype)
-        return self.out(o.reshape(B, T, -1) * gate)
+        return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
 
 
 def rotary(x: Tensor, base: float) -> Tensor:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Inductor's own report of each generated kernel's time, bytes and GB/s (TORCHINDUCTOR_PROFILE, one table per
-# compiled-graph call, kernels benchmarked once in isolation), its generated code, and bench_step's profile of the
-# same version, for reading the "inductor fused" family kernel by kernel.
+# Inductor's own report of each generated kernel's time, bytes and GB/s in the training step (TORCHINDUCTOR_PROFILE:
+# every kernel timed once in isolation), one table per compiled graph in inductor_kernels.txt, with the generated
+# code beside it. A step takes ~1 min in this mode, so it times one; in-place timings: bench_step.py --profile.
 #   OUT=dir bash scripts/profile_inductor.sh [path/to/train_gpt.py]
 set -euo pipefail
 out=$(realpath "${OUT:?set OUT to the folder for the logs}")
@@ -12,8 +12,8 @@ cd "$(dirname "$0")"
 TORCHINDUCTOR_PROFILE=1 TORCHINDUCTOR_PROFILE_OUTPUT="$out/inductor_bandwidth.txt" TORCH_LOGS=output_code python3 -c "
 import runpy, sys, torch._inductor.config as inductor
 inductor.benchmark_harness = False
-sys.argv = ['bench_step.py', '--variants', 'train', '--breakdown', 'train', '--steps', '3', '--profile', '3',
-            '--top', '80', '--code', '$code']
+sys.argv = ['bench_step.py', '--variants', 'train', '--breakdown', '', '--steps', '1', '--code', '$code']
 runpy.run_path('bench_step.py', run_name='__main__')" >"$out/profile_inductor.log" 2>"$out/output_code.log"
 gzip -f "$out/output_code.log" "$out/inductor_bandwidth.txt"
-tail -n 95 "$out/profile_inductor.log"
+python3 inductor_tables.py "$out/inductor_bandwidth.txt.gz" "$out/output_code.log.gz" >"$out/inductor_kernels.txt"
+head -n 60 "$out/inductor_kernels.txt"

@@ -1,5 +1,6 @@
-"""scripts/bench_step.py end to end on a tiny model: its per-part breakdown calls the blocks outside the model's
-own forward, so it breaks whenever a block reads something new from the model's context. GPU only."""
+"""scripts/bench_step.py end to end on a tiny model (GPU only): its per-part breakdown calls the blocks outside the
+model's own forward, so it breaks whenever a block reads something new from the model's context. And
+scripts/inductor_tables.py, which reads what scripts/profile_inductor.sh collects."""
 
 import os
 import subprocess
@@ -23,3 +24,22 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
     for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step"):
         assert part in run.stdout, run.stdout[-3000:]
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
+
+
+def test_inductor_tables_keeps_each_graphs_first_table_under_its_compile_id():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import inductor_tables
+
+    def table(graph, *rows):
+        lines = [f"{ms}ms    \t{gb} GB \t {bw}GB/s \t 50.00% \t {kernel}" for ms, gb, bw, kernel in rows]
+        return "\n".join(["====================", f"TRITON KERNELS BANDWIDTH INFO (/tmp/ti/ab/{graph}.py)", *lines,
+                          f"SUMMARY (/tmp/ti/ab/{graph}.py)", "0.30ms   \t 0.30 GB\t 1000.00GB/s", ""])
+    report = (table("cfwd", (0.2, 0.1, 500.0, "triton_per_a_0"), (0.1, 0.2, 2000.0, "triton_poi_b_1"))
+              + table("cbwd", (0.4, 0.8, 2000.0, "triton_per_c_0"))
+              + table("cfwd", (9.9, 9.9, 1.0, "triton_per_a_0")))  # a later call of the same graph
+    log = "\n".join(f"V1125 03:28:51 1 torch/_inductor/graph.py:2563] [{cid}] [__output_code] Output code written "
+                    f"to: /tmp/ti/ab/{graph}.py" for cid, graph in (("1/0_1", "cfwd"), ("1/0_1", "cbwd")))
+    tables = inductor_tables.first_tables(report)
+    assert tables == {"cfwd.py": [(0.2, 0.1, 500.0, "triton_per_a_0"), (0.1, 0.2, 2000.0, "triton_poi_b_1")],
+                      "cbwd.py": [(0.4, 0.8, 2000.0, "triton_per_c_0")]}
+    assert inductor_tables.compile_ids(log) == {"cfwd.py": "1/0_1", "cbwd.py": "1/0_1"}

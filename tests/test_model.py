@@ -111,6 +111,28 @@ def test_triton_conv_qkv_matches_the_reference_forward_and_backward(B, T, heads,
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.rms_norm_gated is None, reason="needs CUDA and fla")
+@pytest.mark.parametrize("shape", [(48, 2048, 4, 128), (3, 100, 2, 16)])
+def test_gated_rms_norm_on_the_gpu_matches_the_reference(shape):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x, gate, dy = (torch.randn(*shape, device="cuda", generator=gen) for _ in range(3))
+    weight = 1 + 0.1 * torch.randn(shape[-1], device="cuda", generator=gen)
+
+    def outputs_and_grads(x, gate, weight, norm):
+        y = norm(x, gate, weight)
+        return (y, *torch.autograd.grad(y, (x, gate, weight), dy.to(y.dtype)))
+
+    reference = lambda x, g, w: train_gpt.rms_norm(x) * w.to(x.dtype) * F.silu(g)  # noqa: E731
+    ins = [x.bfloat16().requires_grad_(), gate.bfloat16().requires_grad_(), weight.requires_grad_()]
+    fast = outputs_and_grads(*ins, train_gpt.gated_rms_norm)
+    before = outputs_and_grads(*ins, reference)  # bf16 in separate kernels, as the model ran before
+    exact = outputs_and_grads(*(t.detach().double().requires_grad_() for t in ins), reference)
+    assert fast[0].dtype == torch.bfloat16
+    for name, f, b, e in zip(("y", "dx", "dgate", "dweight"), fast, before, exact):
+        err = lambda t: ((t.double() - e).norm() / e.norm()).item()  # noqa: E731
+        assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
+
+
 @in_triton_interpreter
 @pytest.mark.parametrize("B, T, heads, D", [(2, 100, 2, 16), (1, 70, 1, 128)])
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # rows past T: 0/0 in an unused branch
