@@ -6,7 +6,9 @@
 --code times other versions of the script side by side (e.g. `git show HEAD~1:train_gpt.py >
 .prev/train_gpt.py`, carried to the GPU machine as an ignored path); the breakdown is of the first.
 --profile N runs the profiler over N whole steps of that first version and prints the GPU time per
-step of each kernel family and of the heaviest kernels: what the isolated part timings cannot show.
+step of each kernel family and of the --top heaviest kernels, and the GPU's idle time between kernels with the
+kernels it waited for longest (a wait before a kernel is host work not yet done): what the isolated part
+timings cannot show.
 
 A variant says what is torch.compile'd (fla's kernels always run eagerly): nothing, each block's MLP,
 or what train_gpt.build_model compiles for training ('train': each whole block, and in newer versions
@@ -185,8 +187,22 @@ def kernel_family(name: str) -> str:
     return next((fam for fam, keys in KERNEL_FAMILIES if any(k in low for k in keys)), "other eager kernels")
 
 
-def profile_kernels(step, steps: int, top: int) -> tuple[dict, list]:
-    """GPU milliseconds per step by kernel family, and for the `top` heaviest kernels with their calls per step."""
+def idle_gaps(spans: list, steps: int, top: int) -> tuple[float, list]:
+    """GPU idle milliseconds per step between kernels (spans: (start_us, end_us, name), any stream), and the `top`
+    kernels the GPU waited for longest: the idle time just before each, summed by name."""
+    spans = sorted(spans)
+    waits, busy_until = {}, spans[0][1]
+    for start, end, name in spans[1:]:
+        if start > busy_until:
+            waits[name] = waits.get(name, 0.0) + (start - busy_until) / 1000 / steps
+        busy_until = max(busy_until, end)
+    return sum(waits.values()), sorted(waits.items(), key=lambda kv: -kv[1])[:top]
+
+
+def profile_kernels(step, steps: int, top: int) -> tuple[dict, list, tuple]:
+    """GPU milliseconds per step by kernel family, for the `top` heaviest kernels with their calls per step, and
+    where the GPU sat idle (idle_gaps)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
@@ -201,10 +217,11 @@ def profile_kernels(step, steps: int, top: int) -> tuple[dict, list]:
     families = {}
     for name, (ms, _) in kernels.items():
         families[kernel_family(name)] = families.get(kernel_family(name), 0.0) + ms
-    return families, sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
+    spans = [(e.time_range.start, e.time_range.end, e.name) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return families, sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top], idle_gaps(spans, steps, 10)
 
 
-def print_profile(families: dict, heaviest: list, step_ms: float):
+def print_profile(families: dict, heaviest: list, idle: tuple, step_ms: float):
     busy = sum(families.values())
     print(f"\nprofile: GPU busy {busy:.1f} ms of a {step_ms:.1f} ms step ({busy / step_ms:.0%}); by family:")
     for fam, ms in sorted(families.items(), key=lambda kv: -kv[1]):
@@ -212,6 +229,9 @@ def print_profile(families: dict, heaviest: list, step_ms: float):
     print("heaviest kernels (ms per step, calls per step, ms per call):")
     for name, (ms, calls) in heaviest:
         print(f"  {ms:>7.2f} {calls:>5.0f} {ms / calls:>7.3f}  {kernel_family(name)[:12]:<13}{name[:110]}")
+    print(f"GPU idle between kernels: {idle[0]:.2f} ms per step; the kernels it waited for longest (idle ms per step):")
+    for name, ms in idle[1]:
+        print(f"  {ms:>7.2f}  {kernel_family(name)[:12]:<13}{name[:110]}")
 
 
 def loader_ms(tg, args, B, T, device, steps):

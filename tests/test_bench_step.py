@@ -21,7 +21,8 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
                           "--profile", "1"], cwd=ROOT / "scripts", env={**os.environ, **tiny},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step"):
+    for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step",
+                 "GPU idle between kernels"):
         assert part in run.stdout, run.stdout[-3000:]
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
 
@@ -43,3 +44,12 @@ def test_inductor_tables_keeps_each_graphs_first_table_under_its_compile_id():
     assert tables == {"cfwd.py": [(0.2, 0.1, 500.0, "triton_per_a_0"), (0.1, 0.2, 2000.0, "triton_poi_b_1")],
                       "cbwd.py": [(0.4, 0.8, 2000.0, "triton_per_c_0")]}
     assert inductor_tables.compile_ids(log) == {"cfwd.py": "1/0_1", "cbwd.py": "1/0_1"}
+
+
+def test_idle_gaps_counts_only_time_when_no_stream_runs_a_kernel():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_step
+    spans = [(0, 100, "a"), (50, 300, "b"), (120, 200, "c"),  # c overlaps b on another stream: no idle before it
+             (400, 500, "fla"), (1500, 1600, "fla"), (1700, 1800, "c")]
+    idle, waits = bench_step.idle_gaps(spans, steps=2, top=5)
+    assert waits == [("fla", (100 + 1000) / 1000 / 2), ("c", 100 / 1000 / 2)] and idle == pytest.approx(0.6)
