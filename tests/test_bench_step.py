@@ -11,6 +11,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_step  # noqa: E402
+import inductor_tables  # noqa: E402
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: runs on the GPU machine")
@@ -28,9 +31,6 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
 
 
 def test_inductor_tables_keeps_each_graphs_first_table_under_its_compile_id():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import inductor_tables
-
     def table(graph, *rows):
         lines = [f"{ms}ms    \t{gb} GB \t {bw}GB/s \t 50.00% \t {kernel}" for ms, gb, bw, kernel in rows]
         return "\n".join(["====================", f"TRITON KERNELS BANDWIDTH INFO (/tmp/ti/ab/{graph}.py)", *lines,
@@ -47,8 +47,6 @@ def test_inductor_tables_keeps_each_graphs_first_table_under_its_compile_id():
 
 
 def test_idle_gaps_counts_only_time_when_no_stream_runs_a_kernel():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_step
     spans = [(0, 100, "a"), (50, 300, "b"), (120, 200, "c"),  # c overlaps b on another stream: no idle before it
              (400, 500, "fla"), (1500, 1600, "fla"), (1700, 1800, "c")]
     idle, waits = bench_step.idle_gaps(spans, steps=2, top=5)
