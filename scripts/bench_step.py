@@ -8,7 +8,7 @@
 --profile N runs the profiler over N whole steps of that first version and prints the GPU time per
 step of each kernel family and of the --top heaviest kernels, and the GPU's idle time between kernels with the
 kernels it waited for longest (a wait before a kernel is host work not yet done): what the isolated part
-timings cannot show.
+timings cannot show. --who K adds, for the K heaviest, the ops that launched them, with their input shapes.
 
 A variant says what is torch.compile'd (fla's kernels always run eagerly): nothing, each block's MLP,
 or what train_gpt.build_model compiles for training ('train': each whole block, and in newer versions
@@ -221,6 +221,38 @@ def profile_kernels(step, steps: int, top: int) -> tuple[dict, list, tuple]:
     return families, sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top], idle_gaps(spans, steps, 10)
 
 
+def kernel_sources(step, names: list) -> dict:
+    """launch_sources of one more step, profiled with input shapes."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        step()
+        torch.cuda.synchronize()
+    return launch_sources(prof.events(), names)
+
+
+def launch_sources(events, names: list, top: int = 3) -> dict:
+    """For each kernel name, the profiled ops that launched it: (the op and its two enclosing ops, input shapes)
+    with calls, most first. Autograd's gradient sums show up as aten::add under an autograd engine frame."""
+    found = {name: {} for name in names}
+    for evt in events:
+        for kernel in evt.kernels:
+            if kernel.name in found:
+                chain, up = [evt.name], evt.cpu_parent
+                while up is not None and len(chain) < 3:
+                    chain, up = chain + [up.name], up.cpu_parent
+                key = (" < ".join(chain), str(evt.input_shapes))
+                found[kernel.name][key] = found[kernel.name].get(key, 0) + 1
+    return {name: sorted(src.items(), key=lambda kv: -kv[1])[:top] for name, src in found.items()}
+
+
+def print_sources(sources: dict):
+    print("who launched them (calls in one step; op < enclosing ops; input shapes):")
+    for name, src in sources.items():
+        print(f"  {name[:110]}")
+        for (chain, shapes), calls in src or [(("(no launching op recorded)", ""), 0)]:
+            print(f"    {calls:>4}  {chain[:150]}  {shapes[:120]}")
+
+
 def print_profile(families: dict, heaviest: list, idle: tuple, step_ms: float):
     busy = sum(families.values())
     print(f"\nprofile: GPU busy {busy:.1f} ms of a {step_ms:.1f} ms step ({busy / step_ms:.0%}); by family:")
@@ -251,6 +283,7 @@ def main():
     cli.add_argument("--breakdown", default="train", help="variant whose parts are timed ('' for none)")
     cli.add_argument("--profile", type=int, default=0, help="profile this many steps of the breakdown variant")
     cli.add_argument("--top", type=int, default=25, help="heaviest kernels the profile lists")
+    cli.add_argument("--who", type=int, default=0, help="with --profile: the ops that launched this many of them")
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
     opt = cli.parse_args()
@@ -280,7 +313,9 @@ def main():
                     step_ms, data = r["ms"], loader_ms(tg, args, 48, 2048, device, opt.steps)
                     if opt.profile:
                         loader = RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID)
-                        profiled = profile_kernels(step_fn(tg, model, opts, ema, loader, device), opt.profile, opt.top)
+                        step = step_fn(tg, model, opts, ema, loader, device)
+                        profiled = profile_kernels(step, opt.profile, opt.top)
+                        sources = kernel_sources(step, [name for name, _ in profiled[1][:opt.who]])
                 del model, opts, ema
                 torch.cuda.empty_cache()
     if opt.breakdown:
@@ -293,6 +328,8 @@ def main():
             print(f"{'data (48x2048 from shards)':<26}{data:>9.2f}{1:>5}{data:>9.1f}{data / step_ms:>7.0%}")
         if opt.profile:
             print_profile(*profiled, step_ms)
+            if opt.who:
+                print_sources(sources)
     width = max([len("code")] + [len(row[0]) for row in table]) + 1
     print(f"\n{'code':<{width}}{'shape':<9}{'variant':<8}{'ms/step':>9}{'tok/s':>12}{'peak GiB':>9}{'GFLOP/tok':>10}"
           f"{'TFLOP/s':>9}{'of peak':>8}{'warm-up s':>10}")

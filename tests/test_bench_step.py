@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,12 +22,13 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
     tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128",
             "DATA_PATH": str(tmp_path / "no_shards")}
     run = subprocess.run([sys.executable, "bench_step.py", "--variants", "train", "--shapes", "2x256", "--steps", "2",
-                          "--profile", "1"], cwd=ROOT / "scripts", env={**os.environ, **tiny},
+                          "--profile", "1", "--who", "3"], cwd=ROOT / "scripts", env={**os.environ, **tiny},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step",
-                 "GPU idle between kernels"):
+                 "GPU idle between kernels", "who launched them"):
         assert part in run.stdout, run.stdout[-3000:]
+    assert "  aten::" in run.stdout.split("who launched them")[1], run.stdout[-3000:]
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
 
 
@@ -51,3 +53,16 @@ def test_idle_gaps_counts_only_time_when_no_stream_runs_a_kernel():
              (400, 500, "fla"), (1500, 1600, "fla"), (1700, 1800, "c")]
     idle, waits = bench_step.idle_gaps(spans, steps=2, top=5)
     assert waits == [("fla", (100 + 1000) / 1000 / 2), ("c", 100 / 1000 / 2)] and idle == pytest.approx(0.6)
+
+
+def test_launch_sources_names_the_op_its_callers_and_shapes_per_kernel():
+    event = lambda name, parent=None, kernels=(), shapes=(): SimpleNamespace(  # noqa: E731
+        name=name, cpu_parent=parent, kernels=[SimpleNamespace(name=k) for k in kernels], input_shapes=list(shapes))
+    engine = event("autograd::engine::evaluate_function: CompiledFunctionBackward", event("backward"))
+    adds = [event("aten::add", engine, ["add_kernel"], [[4, 8], [4, 8]]) for _ in range(3)]
+    other = event("aten::add", None, ["add_kernel"], [[2], [2]])
+    ignored = event("aten::mm", None, ["gemm"], [[4, 4], [4, 4]])
+    sources = bench_step.launch_sources([*adds, other, ignored, engine], ["add_kernel", "absent"])
+    assert sources == {"add_kernel": [(("aten::add < autograd::engine::evaluate_function: CompiledFunctionBackward "
+                                        "< backward", "[[4, 8], [4, 8]]"), 3), (("aten::add", "[[2], [2]]"), 1)],
+                       "absent": []}
