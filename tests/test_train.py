@@ -47,6 +47,34 @@ def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
         assert torch.allclose(p.detach(), p0 * (1 - 0.1 * 0.5) - 0.1 * update, atol=1e-5)
 
 
+def muon_params_after_two_steps() -> list[torch.Tensor]:
+    """Stacks of 3, 1 and 2 same-shape matrices: over three ranks the shares are uneven, and some ranks get none."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*s)) for s in ((96, 64), (64, 96), (96, 64), (64, 64), (64, 96), (96, 64))]
+    opt = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    return [p.detach() for p in params]
+
+
+def run_muon_rank(rank: int, world: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29518")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.save(muon_params_after_two_steps(), f"{out}/{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_muon_split_over_three_ranks_matches_one_process(tmp_path):
+    torch.multiprocessing.spawn(run_muon_rank, args=(3, str(tmp_path)), nprocs=3)
+    alone = muon_params_after_two_steps()
+    for rank in range(3):
+        for p, q in zip(torch.load(tmp_path / f"{rank}.pt"), alone):
+            assert torch.allclose(p, q, atol=1e-6)
+
+
 @pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_parameter_groups_cover_every_parameter_once(features):
     model = fresh_model(**features)
