@@ -3,10 +3,15 @@
   python scripts/check_fla.py            (on a CUDA machine with fla-core installed)
 
 Compares the forward output and the gradients of q, k, v, g and beta, with and without document resets,
-at the training shape (bf16, B=4, T=2048, train_gpt's default heads and head dim) and against float64
-at T=256. Prints a table; exits non-zero if any relative error exceeds the bf16 tolerance.
+at the training shape (bf16, B=48, T=2048, train_gpt's default heads and head dim) and against float64
+at B=1, T=256. Prints a table; exits non-zero if any relative error exceeds the bf16 tolerance.
+
+fla dispatches to FlashQLA's fused TileLang kernels when the flash_qla package is importable (heads of 128);
+FLA_FLASH_QLA=0 keeps fla's own kernels. The log names the backend that ran. TileLang compiles each of its
+kernels per tile configuration on first use (15-40 s each): a FlashQLA run spends minutes compiling first.
 """
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -19,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import train_gpt  # noqa: E402
 from test_model import recurrence_fp64  # noqa: E402
 
+logging.basicConfig(format="%(name)s: %(message)s")
+logging.getLogger("fla.backends").setLevel(logging.INFO)  # fla names the backend it dispatches to (FLA_FLASH_QLA)
 TOLERANCE = 2e-2  # bf16 inputs and kernels against float references
 H = train_gpt.Hyperparameters.num_heads
 D = train_gpt.Hyperparameters.model_dim // H
@@ -49,7 +56,8 @@ def main():
     assert train_gpt.chunk_gated_delta_rule is not None, "fla is not importable"
     names = ["out", "dq", "dk", "dv", "dg", "dbeta"]
     rows, worst = [], 0.0
-    for B, T, ref_name in ((4, 2048, "torch-chunked-fp32"), (1, 256, "fp64-recurrence")):
+    # B=48 is the training batch; FlashQLA picks its tile width by B x heads and runs B=1 through its CP path
+    for B, T, ref_name in ((48, 2048, "torch-chunked-fp32"), (1, 256, "fp64-recurrence")):
         for resets in (False, True):
             xs = inputs(B, T, H, D, resets, seed=T + resets)
             dout = torch.randn(B, T, H, D, device="cuda")
