@@ -48,7 +48,7 @@ def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
 
 
 def muon_params_after_two_steps() -> list[torch.Tensor]:
-    """Stacks of 3, 1 and 2 same-shape matrices: over three ranks the shares are uneven, and some ranks get none."""
+    """Stacks of 3, 2 and 1 same-shape matrices: over three ranks the shares are uneven, and some ranks get none."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(*s)) for s in ((96, 64), (64, 96), (96, 64), (64, 64), (64, 96), (96, 64))]
     opt = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5)
