@@ -315,7 +315,8 @@ def main():
                         loader = RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID)
                         step = step_fn(tg, model, opts, ema, loader, device)
                         profiled = profile_kernels(step, opt.profile, opt.top)
-                        sources = kernel_sources(step, [name for name, _ in profiled[1][:opt.who]])
+                        if opt.who:  # one more profiled step, with shapes: only when asked for
+                            sources = kernel_sources(step, [name for name, _ in profiled[1][:opt.who]])
                 del model, opts, ema
                 torch.cuda.empty_cache()
     if opt.breakdown:
