@@ -10,6 +10,7 @@ import copy
 import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -1133,7 +1134,9 @@ def report(tag: str, result: dict, logfile=None):
 
 def score_artifact(args, path, tokens, luts, device, logfile=None) -> dict:
     model = load_artifact(path, device)
-    model.logits(tokens[None, :args.eval_seq_len].to(device))  # nothing trained; warms kernels
+    seqs = tokens[:args.eval_seq_len + 1].to(device).repeat(args.eval_batch_seqs, 1)
+    with torch.inference_mode(), autocast(device):  # evaluate's batch, shape and dtype: kernels compile per shape
+        model(seqs[:, :-1], seqs[:, 1:])
     result = evaluate(model, tokens, luts, args, device, args.eval_stride, logfile)
     report("final_quantized_zstd22_roundtrip", result, logfile)
     return result
@@ -1145,6 +1148,10 @@ def main():
     code = Path(__file__).read_bytes()
     os.makedirs("logs", exist_ok=True)
     logfile = f"logs/{args.run_id}.txt"
+    if rank == 0:  # fla names each backend it hands kernels to (FlashQLA, tilelang) once, at INFO
+        logging.basicConfig(format="%(name)s: %(message)s",
+                            handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(logfile)])
+        logging.getLogger("fla.backends").setLevel(logging.INFO)
     torch.manual_seed(args.seed)
     sp = load_tokenizer(args)
     val_tokens = load_val_tokens(args.val_files, args.vocab_size)
