@@ -206,6 +206,28 @@ def test_tune_relu2_marks_the_autotune_list():  # its launcher runs the kernel i
 
 
 @in_triton_interpreter
+@pytest.mark.parametrize("backward", [False, True])
+def test_bench_relu2_tma_kernels_in_the_interpreter(backward):
+    """The study's TMA kernels, one tile per program and persistent with each of its options (three programs walk
+    four tiles here), compute what train_gpt's kernel computes."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_relu2_tma as study
+    gen = torch.Generator().manual_seed(4)
+    (M, K), N = (50, 24), 40
+    a, bt = (torch.randn(*s, generator=gen) for s in ((M, K), (N, K)))
+    r = torch.randn(M, N, generator=gen).relu().square()
+    want = a @ bt.t() * 2 * r.sqrt() if backward else (a @ bt.t()).relu().square()
+    b, out, cfg = bt.t().contiguous() if backward else bt, torch.empty(M, N), (32, 32, 16, 4, 2)
+    runs = [study.tma_launcher(a, b, not backward, r, out, backward, cfg)]
+    runs += [study.persistent_launcher(a, b, not backward, r, out, backward, cfg, flags)
+             for flags in study.PERSISTENT["backward" if backward else "forward"]]
+    for run in runs:
+        out.zero_()
+        run()
+        assert ((out - want).norm() / want.norm()).item() < 1e-5
+
+
+@in_triton_interpreter
 def test_relu_squared_mlp_gradients_in_the_interpreter(monkeypatch):
     sys.path.insert(0, str(ROOT / "scripts"))
     import tune_relu2
