@@ -360,7 +360,7 @@ if triton is not None:
 
     # The MLP's two hidden-width products with relu^2 in the epilogue: neither h nor dr ([tokens, 3d]) goes through
     # memory. Tiles move by TMA. The forward is persistent, its tile loop flattened into the K loop so that the next
-    # tile's loads overlap this tile's epilogue: 0.242 ms against 0.324 for pointer loads, one program per tile. The
+    # tile's loads overlap this tile's epilogue: 0.243 ms against 0.324 for pointer loads, one program per tile. The
     # backward, which also reads r, is fastest one program per tile: 0.341 against 0.389; inside a tile loop, even
     # one of a single pass, it took 0.53 (bench_relu2_tma.py, H200).
     @triton.jit
