@@ -373,8 +373,8 @@ if triton is not None:
     @triton.jit
     def relu2_matmul_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                             BK: tl.constexpr):
-        """out = relu(a @ b^T)^2 for b [N, K]; in the backward (a @ b) * 2 sqrt(r) for b [K, N]: dr times relu^2's
-        derivative, given r."""
+        """out = relu(a @ b)^2, b's descriptor over b^T [N, K]; in the backward (a @ b) * 2 sqrt(r), b's over b
+        [K, N]: dr times relu^2's derivative, given r."""
         n_tiles, pid, programs = tl.cdiv(N, BN), tl.program_id(0), tl.num_programs(0)
         if BACKWARD:
             m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
@@ -519,16 +519,17 @@ class SlidingWindowAttention(nn.Module):
 
 
 def relu2_matmul(a: Tensor, b: Tensor, r: Tensor | None = None) -> Tensor:
-    """relu(a @ b^T)^2 for b [N, K]; with r, (a @ b) * 2 sqrt(r) for b [K, N]. Rows of 16-byte multiples (TMA)."""
+    """relu(a @ b)^2, or with r (the backward) (a @ b) * 2 sqrt(r), for b [K, N]. By TMA: rows are 16-byte
+    multiples, and b is contiguous in the backward, b^T in the forward (where b is fc.t())."""
     backward = r is not None
-    M, N = a.size(0), b.size(1) if backward else b.size(0)
+    M, N = a.size(0), b.size(1)
     BN, stages = (128, 3) if backward else (256, 4)
     out, desc = a.new_empty(M, N), TensorDescriptor.from_tensor
     tiles = triton.cdiv(M, 128) * triton.cdiv(N, BN)
     relu2_matmul_kernel[(tiles if backward else min(tiles, SM_COUNT),)](
-        desc(a, [128, 64]), desc(b, [64, BN] if backward else [BN, 64]), desc(r if backward else out, [128, BN]),
-        desc(out, [128, BN if backward else BN // 2]), M, N, a.size(1), BACKWARD=backward, BM=128, BN=BN, BK=64,
-        num_warps=8, num_stages=stages)
+        desc(a, [128, 64]), desc(b, [64, BN]) if backward else desc(b.t(), [BN, 64]),
+        desc(r if backward else out, [128, BN]), desc(out, [128, BN if backward else BN // 2]), M, N, a.size(1),
+        BACKWARD=backward, BM=128, BN=BN, BK=64, num_warps=8, num_stages=stages)
     return out
 
 
@@ -539,7 +540,7 @@ class ReluSquaredMLP(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # tl.dot takes one dtype
     def forward(ctx, x, fc, proj):
         x2 = x.flatten(0, -2).contiguous()
-        r = relu2_matmul(x2, fc)
+        r = relu2_matmul(x2, fc.t())
         ctx.save_for_backward(x2, fc, proj, r)
         return (r @ proj.t()).view(*x.shape[:-1], -1)
 

@@ -9,6 +9,9 @@ BK64 w8 s4 FS" forward (0.243 ms, cuBLAS 0.239) and "TMA BM128 BN128 BK64 w8 s3"
 against 0.324 / 0.389 for main's pointer kernel; this branch's train_gpt runs those two.
 
     python3 scripts/bench_relu2_tma.py [--shape 48x2048] [--dim 512] [--mult 3] [--steps 50] [--quick]
+        [--directions forward,backward] [--code train_gpt.py,.prev/other.py]
+
+--code times the relu2_matmul of each listed version of train_gpt.py (a "train_gpt" row each, named by its path).
 
 forward:  r = relu(x @ fc^T)^2            x [tokens, d],   fc [mult d, d]   (b given as [N, K])
 backward: dh = (g @ proj) * 2 sqrt(r)     g [tokens, d],   proj [d, mult d] (b given as [K, N])
@@ -30,10 +33,8 @@ import triton
 import triton.language as tl
 from bench_relu2 import mlp_shape_cli
 from bench_step import cuda_ms
+from score_baseline import load_module
 from triton.tools.tensor_descriptor import TensorDescriptor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_gpt as tg  # noqa: E402
 
 TILES = [(128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
          (128, 128, 64, 4, 4), (128, 256, 64, 8, 4)]
@@ -131,8 +132,8 @@ def persistent_launcher(a, b, b_is_nk, r, out, backward, cfg, flags):
         FLATTEN=flatten, SPLIT=split, R_EARLY=r_early, R_PTR=r_ptr, num_warps=w, num_stages=s)
 
 
-def train_gpt_launcher(a, b, r, backward):
-    return lambda: tg.relu2_matmul(a, b, r if backward else None)
+def train_gpt_launcher(module, a, b_kn, r, backward):
+    return lambda: module.relu2_matmul(a, b_kn, r if backward else None)
 
 
 def label(kind, cfg, flags=None):
@@ -146,6 +147,8 @@ def main():
     cli = mlp_shape_cli()
     cli.add_argument("--quick", action="store_true", help="the first tile configuration only (a smoke run)")
     cli.add_argument("--directions", default="forward,backward")
+    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
+                     help="comma-separated versions of train_gpt.py whose relu2_matmul to time")
     opt = cli.parse_args()
     B, T = map(int, opt.shape.split("x"))
     M, d, h = B * T, opt.dim, opt.mult * opt.dim
@@ -159,13 +162,15 @@ def main():
     out = torch.empty_like(r)
     flop = 2 * M * d * h
     tiles = TILES[:1] if opt.quick else TILES
+    versions = [(code, load_module(code, f"train_gpt_v{i}")) for i, code in enumerate(opt.code.split(","))]
     rows = []
     for name, a, b, b_is_nk, backward in (("forward", x, fc, True, False), ("backward", g, proj, False, True)):
         if name not in opt.directions.split(","):
             continue
         bm = b.t() if b_is_nk else b
         want = (a @ bm) * 2 * r.sqrt() if backward else torch.relu(a @ bm).square()
-        runs = [("cuBLAS a @ b (no epilogue)", lambda: a @ bm), ("train_gpt", train_gpt_launcher(a, b, r, backward))]
+        runs = [("cuBLAS a @ b (no epilogue)", lambda: a @ bm)]
+        runs += [(f"train_gpt {code}"[:35], train_gpt_launcher(module, a, bm, r, backward)) for code, module in versions]
         runs += [(label("TMA", cfg), tma_launcher(a, b, b_is_nk, r, out, backward, cfg)) for cfg in tiles]
         runs += [(label("pers", cfg, flags), persistent_launcher(a, b, b_is_nk, r, out, backward, cfg, flags))
                  for cfg in tiles for flags in PERSISTENT[name]]

@@ -5,6 +5,10 @@
 
 --code times other versions of the script side by side (e.g. `git show HEAD~1:train_gpt.py >
 .prev/train_gpt.py`, carried to the GPU machine as an ignored path); the breakdown is of the first.
+--rounds R instead builds each distinct --code version's 'train' step once (first shape), warms it up, then times
+them in turns, R rounds of --steps steps: drift of the machine (clocks, neighbours) then falls on every version
+alike, where one version after another read up to 10 ms apart for the same code. It prints each version's median
+and minimum, its median round-by-round difference to the first version, and in how many rounds it was faster.
 --profile N runs the profiler over N whole steps of that first version and prints the GPU time per
 step of each kernel family and of the --top heaviest kernels, and the GPU's idle time between kernels with the
 kernels it waited for longest (a wait before a kernel is host work not yet done): what the isolated part
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
 from pathlib import Path
 
@@ -266,6 +271,37 @@ def print_profile(families: dict, heaviest: list, idle: tuple, step_ms: float):
         print(f"  {ms:>7.2f}  {kernel_family(name)[:12]:<13}{name[:110]}")
 
 
+def paired_summary(times: list[list[float]]) -> list[tuple[float, float, float, int]]:
+    """Per version (ms of each round): median, minimum, median difference to the first version within a round,
+    and the rounds in which it was faster than the first."""
+    first = times[0]
+    return [(statistics.median(t), min(t), statistics.median(a - b for a, b in zip(t, first)),
+             sum(a < b for a, b in zip(t, first))) for t in times]
+
+
+def interleaved(codes: list[str], shape: str, steps: int, rounds: int, device):
+    """Every version's training step built once and timed in turns (--rounds); prints one table."""
+    B, T = map(int, shape.split("x"))
+    codes, fns = list(dict.fromkeys(codes)), []
+    for ci, code in enumerate(codes):
+        tg = load_module(code, f"train_gpt_v{ci}")
+        args = tg.Hyperparameters()
+        model, opts, ema, r = bench_step(tg, args, "train", B, T, steps, device)
+        fns.append(step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID), device))
+        print(f"built {code}: warm-up {r['warmup_s']:.1f} s, {r['ms']:.1f} ms/step", flush=True)
+    times = [[] for _ in codes]
+    for i in range(rounds):
+        for t, fn in zip(times, fns):
+            t.append(cuda_ms(fn, steps))
+        print(f"round {i + 1}/{rounds}: " + ", ".join(f"{t[-1]:.1f}" for t in times) + " ms/step", flush=True)
+    width = max(len(c) for c in codes) + 1
+    print(f"\ninterleaved, {shape}, {rounds} rounds of {steps} steps; difference and faster rounds against "
+          f"{codes[0]}\n{'code':<{width}}{'median ms':>10}{'min ms':>8}{'tok/s (median)':>15}{'diff ms':>9}"
+          f"{'faster':>8}")
+    for code, (med, low, diff, wins) in zip(codes, paired_summary(times)):
+        print(f"{code:<{width}}{med:>10.1f}{low:>8.1f}{B * T / med * 1000:>15,.0f}{diff:>+9.2f}{wins:>5}/{rounds}")
+
+
 def loader_ms(tg, args, B, T, device, steps):
     files = tg.shard_files(args.train_files) if Path(args.data_path).is_dir() else []
     if not files:
@@ -286,12 +322,15 @@ def main():
     cli.add_argument("--who", type=int, default=0, help="with --profile: the ops that launched this many of them")
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
+    cli.add_argument("--rounds", type=int, default=0, help="time the versions' 'train' step in turns, this many rounds")
     opt = cli.parse_args()
     if opt.breakdown == "loop":
         cli.error("--breakdown loop: the loop has no parts to time; break down 'train' instead")
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    if opt.rounds:
+        return interleaved(opt.code.split(","), opt.shapes.split(",")[0], opt.steps, opt.rounds, device)
     table, codes = [], opt.code.split(",")
     for ci, code in enumerate(codes):
         tg = load_module(code, f"train_gpt_v{ci}")

@@ -32,6 +32,24 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: runs on the GPU machine")
+def test_bench_step_rounds_time_the_versions_in_turns(tmp_path):
+    tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128"}
+    codes = f"../train_gpt.py,{ROOT / 'train_gpt.py'},../train_gpt.py"  # two names of one file: two versions
+    run = subprocess.run([sys.executable, "bench_step.py", "--shapes", "2x256", "--steps", "2", "--rounds", "3",
+                          "--code", codes], cwd=ROOT / "scripts", env={**os.environ, **tiny},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("round ") == 3 and run.stdout.count("built ") == 2, run.stdout[-3000:]
+    last = run.stdout.splitlines()[-2:]
+    assert last[0].split()[0] == "../train_gpt.py" and last[0].split()[-2:] == ["+0.00", "0/3"], last
+
+
+def test_paired_summary_compares_each_round_with_the_first_version():
+    times = [[10.0, 11.0, 12.0], [9.0, 12.0, 11.0], [10.0, 10.0, 10.0]]
+    assert bench_step.paired_summary(times) == [(11.0, 10.0, 0.0, 0), (11.0, 9.0, -1.0, 2), (10.0, 10.0, -1.0, 2)]
+
+
 def test_inductor_tables_keeps_each_graphs_first_table_under_its_compile_id():
     def table(graph, *rows):
         lines = [f"{ms}ms    \t{gb} GB \t {bw}GB/s \t 50.00% \t {kernel}" for ms, gb, bw, kernel in rows]

@@ -189,7 +189,7 @@ def test_relu2_matmul_epilogues_in_the_interpreter(backward):
     a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))  # walks all 3 x 3 tiles
     r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
     want = a @ bt.t() * 2 * r.sqrt() if backward else (a @ bt.t()).relu().square()
-    b = bt.t().contiguous() if backward else bt  # [K, N] in the backward, [N, K] in the forward
+    b = bt.t().contiguous() if backward else bt.t()  # [K, N]: contiguous in the backward, a view of [N, K] forward
     out = train_gpt.relu2_matmul(a.float(), b.float(), r.float() if backward else None)
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 

@@ -1,6 +1,8 @@
 """scripts/trials.py on CPU: variants parse, eval-only variants reuse the trained model, rows are scored."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import tiny_args
+from conftest import ROOT, tiny_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import trials  # noqa: E402
@@ -84,3 +86,23 @@ def test_a_rung_off_the_ladder_is_refused():
     for bad in ("4", "3,5", "4,x", "6,6,6"):
         with pytest.raises(SystemExit, match="expected one rung"):
             trials.parse_rung(bad)
+
+
+def test_equal_steps_script_trains_each_version_in_its_own_tree(markov_data, tokenizer, tmp_path):
+    """Two copies of one train_gpt.py on the CPU give equal rows, each against the first version's same seed."""
+    (markov_data / "tokenizer.model").write_bytes(Path(tokenizer.model_path).read_bytes())
+    copy = tmp_path / "same_code.py"
+    copy.write_bytes((ROOT / "train_gpt.py").read_bytes())
+    tiny = {"VOCAB_SIZE": "400", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1",
+            "MLP_MULT": "2", "SWA_WINDOW": "16", "TRAIN_SEQ_LEN": "64", "MICRO_BATCH_SEQS": "8",
+            "TRAIN_BATCH_TOKENS": "512", "COMPILE_WARMUP_STEPS": "0", "EVAL_SEQ_LEN": "64", "EVAL_STRIDE": "32",
+            "EVAL_BATCH_SEQS": "8", "DATA": str(markov_data), "OUT": str(tmp_path / "out"), "ITERATIONS": "3",
+            "SEEDS": "1 2", "VAL_TOKENS": "300"}
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "equal_steps.sh"), str(ROOT / "train_gpt.py"), str(copy)],
+                         env={**os.environ, **tiny}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split(" | ") for line in run.stdout.splitlines() if line.startswith(("| 1_", "| 2_"))]
+    assert [(r[0], r[1]) for r in rows] == [(f"| {n}", f"ITERATIONS=3 SEED={s}")
+                                            for n in ("1_train_gpt", "2_same_code") for s in (1, 2)]
+    assert all(r[2] == "3" and r[5] == "+0.00000 |" for r in rows), run.stdout
+    assert rows[0][4] != rows[1][4]  # the seeds differ, so the scores do
