@@ -170,7 +170,8 @@ def main():
         bm = b.t() if b_is_nk else b
         want = (a @ bm) * 2 * r.sqrt() if backward else torch.relu(a @ bm).square()
         runs = [("cuBLAS a @ b (no epilogue)", lambda: a @ bm)]
-        runs += [(f"train_gpt {code}"[:35], train_gpt_launcher(module, a, bm, r, backward)) for code, module in versions]
+        runs += [(f"train_gpt {code}"[:35], train_gpt_launcher(module, a, bm, r, backward))
+                 for code, module in versions]
         runs += [(label("TMA", cfg), tma_launcher(a, b, b_is_nk, r, out, backward, cfg)) for cfg in tiles]
         runs += [(label("pers", cfg, flags), persistent_launcher(a, b, b_is_nk, r, out, backward, cfg, flags))
                  for cfg in tiles for flags in PERSISTENT[name]]
