@@ -181,14 +181,19 @@ def test_bench_relu2_derivative_from_the_output_is_autograds():
     assert (h < 0).any() and torch.equal(got[h < 0], torch.zeros_like(got[h < 0]))
 
 
+def relu2_case(seed: int, backward: bool, M: int = 50, K: int = 24, N: int = 40):
+    """a [M, K], bt [N, K], r [M, N] in float64 and what the relu^2 matmul gives in that direction; the sizes are no
+    multiples of the tiles, so the edges are tested too."""
+    gen = torch.Generator().manual_seed(seed)
+    a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))
+    r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
+    return a, bt, r, a @ bt.t() * 2 * r.sqrt() if backward else (a @ bt.t()).relu().square()
+
+
 @in_triton_interpreter
 @pytest.mark.parametrize("backward", [False, True])
 def test_relu2_matmul_epilogues_in_the_interpreter(backward):
-    gen = torch.Generator().manual_seed(2)
-    (M, K), N = (300, 24), 520  # not multiples of the tiles: the edges are tested too; on the CPU one program
-    a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))  # walks all 3 x 3 tiles
-    r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
-    want = a @ bt.t() * 2 * r.sqrt() if backward else (a @ bt.t()).relu().square()
+    a, bt, r, want = relu2_case(2, backward, M=300, N=520)  # on the CPU one program walks all 3 x 3 tiles
     b = bt.t().contiguous() if backward else bt.t()  # [K, N]: contiguous in the backward, a view of [N, K] forward
     out = train_gpt.relu2_matmul(a.float(), b.float(), r.float() if backward else None)
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
@@ -201,19 +206,16 @@ def test_bench_relu2_tma_kernels_in_the_interpreter(backward):
     four tiles here), compute what train_gpt's kernel computes."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_relu2_tma as study
-    gen = torch.Generator().manual_seed(4)
-    (M, K), N = (50, 24), 40
-    a, bt = (torch.randn(*s, generator=gen) for s in ((M, K), (N, K)))
-    r = torch.randn(M, N, generator=gen).relu().square()
-    want = a @ bt.t() * 2 * r.sqrt() if backward else (a @ bt.t()).relu().square()
-    b, out, cfg = bt.t().contiguous() if backward else bt, torch.empty(M, N), (32, 32, 16, 4, 2)
+    a, bt, r, want = relu2_case(4, backward)
+    a, b, r = a.float(), (bt.t().contiguous() if backward else bt).float(), r.float()  # b [K, N] or [N, K]
+    out, cfg = torch.empty(*want.shape), (32, 32, 16, 4, 2)
     runs = [study.tma_launcher(a, b, not backward, r, out, backward, cfg)]
     runs += [study.persistent_launcher(a, b, not backward, r, out, backward, cfg, flags)
              for flags in study.PERSISTENT["backward" if backward else "forward"]]
     for run in runs:
         out.zero_()
         run()
-        assert ((out - want).norm() / want.norm()).item() < 1e-5
+        assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @in_triton_interpreter
