@@ -60,7 +60,7 @@ def step(fn, x, params, gy):
 
 
 def mlp_shape_cli() -> argparse.ArgumentParser:
-    """The MLP-half shape and timing options, shared with tune_relu2.py."""
+    """The MLP-half shape and timing options, shared with bench_relu2_tma.py."""
     cli = argparse.ArgumentParser()
     cli.add_argument("--shape", default="48x2048")
     cli.add_argument("--dim", type=int, default=512)
