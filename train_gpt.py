@@ -458,11 +458,16 @@ class GatedDeltaNet(nn.Module):
         return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
 
 
-def rotary(x: Tensor, base: float) -> Tensor:
-    T, D = x.size(-2), x.size(-1)
-    freq = base ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
-    angle = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * freq
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+def rotary_tables(T: int, D: int, base: float, device) -> tuple[Tensor, Tensor]:
+    """cos and sin [T, D / 2] of the rotary angles, made once per forward outside the compiled blocks: inside
+    them inductor recomputed the angles and their cos and sin in every kernel that used them."""
+    freq = base ** (-torch.arange(0, D, 2, device=device, dtype=torch.float32) / D)
+    angle = torch.arange(T, device=device, dtype=torch.float32)[:, None] * freq
+    return angle.cos(), angle.sin()
+
+
+def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
@@ -509,7 +514,8 @@ class SlidingWindowAttention(nn.Module):
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k, v = self.kv(x).view(B, T, 2 * self.kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
-        q, k = rotary(rms_norm(q), self.rope_base), rotary(rms_norm(k), self.rope_base)
+        cos, sin = ctx["rope"]
+        q, k = rotary(rms_norm(q), cos, sin), rotary(rms_norm(k), cos, sin)
         q = q * self.q_gain.to(q.dtype)[:, None, None]
         if x.is_cuda:
             y = _flex_attention(q, k, v, block_mask=ctx["mask"], enable_gqa=True)
@@ -604,7 +610,8 @@ class GDNHybrid(nn.Module):
         if self.cfg["doc_reset"]:
             bos = (ids == BOS_ID).float()
             doc = bos.cumsum(1).int()
-        return {"doc": doc, "bos": bos, "mask": attention_mask(B, T, self.cfg["swa_window"], doc, ids.device)}
+        return {"doc": doc, "bos": bos, "mask": attention_mask(B, T, self.cfg["swa_window"], doc, ids.device),
+                "rope": rotary_tables(T, self.attn.head_dim, self.attn.rope_base, ids.device)}
 
     def embed_inputs(self, ids: Tensor, ctx: dict) -> Tensor:
         x = rms_norm(self.embed(ids))
