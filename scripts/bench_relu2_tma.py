@@ -19,16 +19,10 @@ backward: dh = (g @ proj) * 2 sqrt(r)     g [tokens, d],   proj [d, mult d] (b g
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import torch
-
-try:
-    import zstandard  # noqa: F401
-except ImportError:  # train_gpt packs its artifact with it; this script never packs, so it runs unstaged
-    sys.modules["zstandard"] = types.ModuleType("zstandard")
+import unstaged  # noqa: F401  (before train_gpt: runs before the wheels are staged)
 import triton
 import triton.language as tl
 from bench_relu2 import mlp_shape_cli
