@@ -1,12 +1,13 @@
 """train_gpt's relu2_matmul (the MLP's matmuls with relu^2 in the epilogue) alone at the training shape, in both
 directions the MLP uses it, against cuBLAS's plain product and against other tile configurations of the same
-matmul written with tensor descriptors (Hopper TMA loads and stores): one tile per program, or persistent (one
+matmul written with tensor descriptors (Hopper TMA loads and stores): one tile per program (in the backward also
+with r loaded before the K loop), or persistent (one
 program per SM walking the tiles, optionally with the tile loop flattened into the K loop so the next tile's
 loads overlap this tile's epilogue, the store split in two halves, r loaded early or by pointers). Prints ms,
 TFLOP/s and the error against torch's relu^2 of the bf16 product. Each configuration is a new compile; those that
 do not fit in shared memory are listed as failed. On nvidia-h200 (session 16) the fastest were "pers BM128 BN256
 BK64 w8 s4 FS" forward (0.243 ms, cuBLAS 0.239) and "TMA BM128 BN128 BK64 w8 s3" backward (0.341, cuBLAS 0.226),
-against 0.324 / 0.389 for main's pointer kernel; this branch's train_gpt runs those two.
+against 0.324 / 0.389 for the pointer kernel before; train_gpt runs those two since session 17 (0.240 / 0.338).
 
     python3 scripts/bench_relu2_tma.py [--shape 48x2048] [--dim 512] [--mult 3] [--steps 50] [--quick]
         [--directions forward,backward] [--code train_gpt.py,.prev/other.py]
@@ -41,15 +42,19 @@ PERSISTENT = {"forward": [(False, False, False, False), (True, False, False, Fal
 
 @triton.jit
 def relu2_matmul_tma_kernel(a, b, r, out, N, K, BACKWARD: tl.constexpr, B_IS_NK: tl.constexpr, BM: tl.constexpr,
-                            BN: tl.constexpr, BK: tl.constexpr):
+                            BN: tl.constexpr, BK: tl.constexpr, R_EARLY: tl.constexpr):
     pid, n_tiles = tl.program_id(0), tl.cdiv(N, BN)
     m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
+    if BACKWARD and R_EARLY:  # issued before the K loop, so that its latency hides behind the products
+        rt = r.load([m0, n0])
     acc = tl.zeros((BM, BN), tl.float32)
     for k0 in tl.range(0, K, BK):
         bt = b.load([n0, k0]).T if B_IS_NK else b.load([k0, n0])
         acc = tl.dot(a.load([m0, k0]), bt, acc)
     if BACKWARD:
-        acc = acc * 2 * tl.sqrt(r.load([m0, n0]).to(tl.float32))
+        if not R_EARLY:
+            rt = r.load([m0, n0])
+        acc = acc * 2 * tl.sqrt(rt.to(tl.float32))
     else:
         acc = tl.maximum(acc, 0.0)
         acc = acc * acc
@@ -105,13 +110,13 @@ def descriptors(a, b, b_is_nk, r, out, bm, bn, bk, split=False, r_ptr=False):
             TensorDescriptor.from_tensor(out, [bm, bn // 2 if split else bn]))
 
 
-def tma_launcher(a, b, b_is_nk, r, out, backward, cfg):
+def tma_launcher(a, b, b_is_nk, r, out, backward, cfg, r_early=False):
     bm, bn, bk, w, s = cfg
     N = b.size(0) if b_is_nk else b.size(1)
     descs = descriptors(a, b, b_is_nk, r, out, bm, bn, bk)
     grid = (triton.cdiv(a.size(0), bm) * triton.cdiv(N, bn),)
     return lambda: relu2_matmul_tma_kernel[grid](*descs, N, a.size(1), BACKWARD=backward, B_IS_NK=b_is_nk,
-                                                 BM=bm, BN=bn, BK=bk, num_warps=w, num_stages=s)
+                                                 BM=bm, BN=bn, BK=bk, R_EARLY=r_early, num_warps=w, num_stages=s)
 
 
 def persistent_launcher(a, b, b_is_nk, r, out, backward, cfg, flags):
@@ -166,7 +171,9 @@ def main():
         runs = [("cuBLAS a @ b (no epilogue)", lambda: a @ bm)]
         runs += [(f"train_gpt {code}"[:35], train_gpt_launcher(module, a, bm, r, backward))
                  for code, module in versions]
-        runs += [(label("TMA", cfg), tma_launcher(a, b, b_is_nk, r, out, backward, cfg)) for cfg in tiles]
+        runs += [(label("TMA", cfg) + (" R" if early else ""), tma_launcher(a, b, b_is_nk, r, out, backward, cfg,
+                                                                            early))
+                 for cfg in tiles for early in ((False, True) if backward else (False,))]
         runs += [(label("pers", cfg, flags), persistent_launcher(a, b, b_is_nk, r, out, backward, cfg, flags))
                  for cfg in tiles for flags in PERSISTENT[name]]
         for text, run in runs:

@@ -209,7 +209,7 @@ def test_bench_relu2_tma_kernels_in_the_interpreter(backward):
     a, bt, r, want = relu2_case(4, backward)
     a, b, r = a.float(), (bt.t().contiguous() if backward else bt).float(), r.float()  # b [K, N] or [N, K]
     out, cfg = torch.empty(*want.shape), (32, 32, 16, 4, 2)
-    runs = [study.tma_launcher(a, b, not backward, r, out, backward, cfg)]
+    runs = [study.tma_launcher(a, b, not backward, r, out, backward, cfg, early) for early in (False, True)]
     runs += [study.persistent_launcher(a, b, not backward, r, out, backward, cfg, flags)
              for flags in study.PERSISTENT["backward" if backward else "forward"]]
     for run in runs:
