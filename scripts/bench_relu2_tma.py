@@ -4,9 +4,10 @@ matmul written with tensor descriptors (Hopper TMA loads and stores): one tile p
 with r loaded before the K loop), or persistent (one program per SM walking the tiles, optionally with the tile
 loop flattened into the K loop so the next tile's loads overlap this tile's epilogue, the store split in two
 halves, r loaded early or by pointers). Prints ms, TFLOP/s and the error against torch's relu^2 of the bf16
-product. Each configuration is a new compile; those that do not fit in shared memory are listed as failed. On nvidia-h200 (session 16) the fastest were "pers BM128 BN256
-BK64 w8 s4 FS" forward (0.243 ms, cuBLAS 0.239) and "TMA BM128 BN128 BK64 w8 s3" backward (0.341, cuBLAS 0.226),
-against 0.324 / 0.389 for the pointer kernel before; train_gpt runs those two since session 17 (0.240 / 0.338).
+product. Each configuration is a new compile; those that do not fit in shared memory are listed as failed. On
+nvidia-h200 (session 16) the fastest were "pers BM128 BN256 BK64 w8 s4 FS" forward (0.243 ms, cuBLAS 0.239) and
+"TMA BM128 BN128 BK64 w8 s3" backward (0.341, cuBLAS 0.226), against 0.324 / 0.389 for the pointer kernel before;
+train_gpt runs those two since session 17 (0.240 / 0.338).
 
     python3 scripts/bench_relu2_tma.py [--shape 48x2048] [--dim 512] [--mult 3] [--steps 50] [--quick]
         [--directions forward,backward] [--code train_gpt.py,.prev/other.py]
