@@ -265,6 +265,20 @@ def test_mlp_in_training_follows_autocast_like_the_modules():
     assert ((fast.float() - modules.float()).norm() / modules.float().norm()).item() < 1e-2
 
 
+def test_rotary_keeps_lengths_and_scores_depend_only_on_the_offset():
+    T, D = 12, 16
+    cos, sin = train_gpt.rotary_tables(T, D, 10000.0, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(D, generator=gen, dtype=torch.float64).expand(T, D) for _ in range(2))
+    qs, ks = train_gpt.rotary(q, cos, sin), train_gpt.rotary(k, cos, sin)
+    assert torch.allclose(qs.norm(dim=-1), q.norm(dim=-1), rtol=1e-6, atol=0)
+    scores = qs @ ks.T  # query at position i, key at position j: a function of i - j alone
+    for offset in range(1 - T, T):
+        band = torch.diagonal(scores, offset)
+        assert torch.allclose(band, band[:1].expand_as(band), rtol=0, atol=1e-5 * q.norm() * k.norm())
+    assert not torch.allclose(scores[0, 0], scores[1, 0])  # and positions do matter
+
+
 def dense_mask(T, window, doc):
     return train_gpt.attention_mask(1, T, window, doc, torch.device("cpu"))[0, 0]
 
