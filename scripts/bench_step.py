@@ -160,7 +160,7 @@ def part_times(tg, model, opts, ema, args, B, T, steps, device):
         "gdn block (mixer+mlp)": (fwd_bwd(lambda: gdn(x, ctx, gdn.mixer)), model.layout.count("gdn")),
         "swa block (attn+mlp)": (fwd_bwd(lambda: swa(x, ctx, model.attn)), model.layout.count("swa")),
         "embed+head+loss": (fwd_bwd(lambda: model.nll(tg.rms_norm(model.embed(ids)), tgt)), 1),
-        "block masks + doc ids": (lambda: model.context(ids), 1),
+        "context (masks, rotary)": (lambda: model.context(ids), 1),
         "muon": (opts[0].step, 1),
         "adam (embed + scalars)": (lambda: (opts[1].step(), opts[2].step()), 1),
         "ema": (lambda: ema.update(model), 1),
