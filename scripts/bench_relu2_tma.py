@@ -29,6 +29,7 @@ import triton.language as tl
 from bench_relu2 import mlp_shape_cli
 from bench_step import cuda_ms
 from score_baseline import load_module
+from train_gpt import tile_product  # the K loop of train_gpt's kernel: both study kernels run it
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 TILES = [(128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
@@ -41,16 +42,13 @@ PERSISTENT = {"forward": [(False, False, False, False), (True, False, False, Fal
 
 
 @triton.jit
-def relu2_matmul_tma_kernel(a, b, r, out, N, K, BACKWARD: tl.constexpr, B_IS_NK: tl.constexpr, BM: tl.constexpr,
+def relu2_matmul_tma_kernel(a, b, r, out, N, K, BACKWARD: tl.constexpr, B_KN: tl.constexpr, BM: tl.constexpr,
                             BN: tl.constexpr, BK: tl.constexpr, R_EARLY: tl.constexpr):
     pid, n_tiles = tl.program_id(0), tl.cdiv(N, BN)
     m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
     if BACKWARD and R_EARLY:  # issued before the K loop, so that its latency hides behind the products
         rt = r.load([m0, n0])
-    acc = tl.zeros((BM, BN), tl.float32)
-    for k0 in tl.range(0, K, BK):
-        bt = b.load([n0, k0]).T if B_IS_NK else b.load([k0, n0])
-        acc = tl.dot(a.load([m0, k0]), bt, acc)
+    acc = tile_product(a, b, m0, n0, K, BM, BN, BK, B_KN)
     if BACKWARD:
         if not R_EARLY:
             rt = r.load([m0, n0])
@@ -62,7 +60,7 @@ def relu2_matmul_tma_kernel(a, b, r, out, N, K, BACKWARD: tl.constexpr, B_IS_NK:
 
 
 @triton.jit
-def relu2_matmul_persistent_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr, B_IS_NK: tl.constexpr,
+def relu2_matmul_persistent_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr, B_KN: tl.constexpr,
                                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PROGRAMS: tl.constexpr,
                                    FLATTEN: tl.constexpr, SPLIT: tl.constexpr, R_EARLY: tl.constexpr,
                                    R_PTR: tl.constexpr):
@@ -72,10 +70,7 @@ def relu2_matmul_persistent_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr
         m0, n0 = (tile // n_tiles) * BM, (tile % n_tiles) * BN
         if BACKWARD and R_EARLY:
             rt = load_r(r, m0, n0, M, N, BM, BN, R_PTR)
-        acc = tl.zeros((BM, BN), tl.float32)
-        for k0 in range(0, K, BK):
-            bt = b.load([n0, k0]).T if B_IS_NK else b.load([k0, n0])
-            acc = tl.dot(a.load([m0, k0]), bt, acc)
+        acc = tile_product(a, b, m0, n0, K, BM, BN, BK, B_KN)
         done += PROGRAMS
         m0, n0 = (done // n_tiles) * BM, (done % n_tiles) * BN
         if BACKWARD:
@@ -115,7 +110,7 @@ def tma_launcher(a, b, b_is_nk, r, out, backward, cfg, r_early=False):
     N = b.size(0) if b_is_nk else b.size(1)
     descs = descriptors(a, b, b_is_nk, r, out, bm, bn, bk)
     grid = (triton.cdiv(a.size(0), bm) * triton.cdiv(N, bn),)
-    return lambda: relu2_matmul_tma_kernel[grid](*descs, N, a.size(1), BACKWARD=backward, B_IS_NK=b_is_nk,
+    return lambda: relu2_matmul_tma_kernel[grid](*descs, N, a.size(1), BACKWARD=backward, B_KN=not b_is_nk,
                                                  BM=bm, BN=bn, BK=bk, R_EARLY=r_early, num_warps=w, num_stages=s)
 
 
@@ -127,7 +122,7 @@ def persistent_launcher(a, b, b_is_nk, r, out, backward, cfg, flags):
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 3  # CPU: interpreter
     programs = min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))
     return lambda: relu2_matmul_persistent_kernel[(programs,)](
-        *descs, M, N, a.size(1), BACKWARD=backward, B_IS_NK=b_is_nk, BM=bm, BN=bn, BK=bk, PROGRAMS=programs,
+        *descs, M, N, a.size(1), BACKWARD=backward, B_KN=not b_is_nk, BM=bm, BN=bn, BK=bk, PROGRAMS=programs,
         FLATTEN=flatten, SPLIT=split, R_EARLY=r_early, R_PTR=r_ptr, num_warps=w, num_stages=s)
 
 
