@@ -448,13 +448,14 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
-        # every projection of x before the first kernel call: x's gradient is then summed in one graph
+        # all that x gives, gates included, before the first kernel call: x's gradient is then summed in one graph,
+        # and no compiled graph runs between the conv and the recurrence (the GPU waited for its launch)
         qkv, gate, (b, a) = self.qkv(x), self.gate(x), self.beta_decay(x).float().chunk(2, dim=-1)
-        q, k, v = conv_qkv(qkv, self.conv, ctx["doc"], self.heads)
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
-        o = gated_delta_rule(q, k, v, g, b.sigmoid().to(q.dtype))
+        beta = b.sigmoid().to(qkv.dtype)
+        o = gated_delta_rule(*conv_qkv(qkv, self.conv, ctx["doc"], self.heads), g, beta)
         return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
 
 
