@@ -535,7 +535,7 @@ def relu2_matmul(a: Tensor, b: Tensor, r: Tensor | None = None) -> Tensor:
     tiles = triton.cdiv(M, 128) * triton.cdiv(N, BN)
     relu2_matmul_kernel[(tiles if backward else min(tiles, SM_COUNT),)](
         desc(a, [128, 64]), desc(b, [64, BN]) if backward else desc(b.t(), [BN, 64]),
-        desc(r if backward else out, [128, BN]), desc(out, [128, BN if backward else BN // 2]), M, N, a.size(1),
+        desc(r, [128, BN]) if backward else None, desc(out, [128, BN if backward else BN // 2]), M, N, a.size(1),
         BACKWARD=backward, BM=128, BN=BN, BK=64, num_warps=8, num_stages=stages)
     return out
 
