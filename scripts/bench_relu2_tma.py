@@ -7,7 +7,8 @@ halves, r loaded early or by pointers). Prints ms, TFLOP/s and the error against
 product. Each configuration is a new compile; those that do not fit in shared memory are listed as failed. On
 nvidia-h200 (session 16) the fastest were "pers BM128 BN256 BK64 w8 s4 FS" forward (0.243 ms, cuBLAS 0.239) and
 "TMA BM128 BN128 BK64 w8 s3" backward (0.341, cuBLAS 0.226), against 0.324 / 0.389 for the pointer kernel before;
-train_gpt runs those two since session 17 (0.240 / 0.338).
+train_gpt runs those two since session 17 (0.240 / 0.338). In session 18 the R rows (r loaded before the K
+loop) were slower: 0.380 against 0.335 for the same tiles.
 
     python3 scripts/bench_relu2_tma.py [--shape 48x2048] [--dim 512] [--mult 3] [--steps 50] [--quick]
         [--directions forward,backward] [--code train_gpt.py,.prev/other.py]
