@@ -97,7 +97,7 @@ def test_equal_steps_script_trains_each_version_in_its_own_tree(markov_data, tok
             "MLP_MULT": "2", "SWA_WINDOW": "16", "TRAIN_SEQ_LEN": "64", "MICRO_BATCH_SEQS": "8",
             "TRAIN_BATCH_TOKENS": "512", "COMPILE_WARMUP_STEPS": "0", "EVAL_SEQ_LEN": "64", "EVAL_STRIDE": "32",
             "EVAL_BATCH_SEQS": "8", "DATA": str(markov_data), "OUT": str(tmp_path / "out"), "ITERATIONS": "3",
-            "SEEDS": "1 2", "VAL_TOKENS": "300"}
+            "SEEDS": "1 2", "VAL_TOKENS": "300", "CUDA_VISIBLE_DEVICES": ""}  # plumbing: no GPU compiles
     run = subprocess.run(["bash", str(ROOT / "scripts" / "equal_steps.sh"), str(ROOT / "train_gpt.py"), str(copy)],
                          env={**os.environ, **tiny}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
