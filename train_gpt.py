@@ -103,6 +103,14 @@ class Hyperparameters:
     calib_temperature = env("CALIB_TEMPERATURE", 1.0)
     gptq_damp = env("GPTQ_DAMP", 0.01)
     gptq_block = env("GPTQ_BLOCK", 128)
+    quant_bits = env("QUANT_BITS", 6)  # the projections' levels: -31..31
+    embed_bits = env("EMBED_BITS", 8)
+    # row step = max(s * k * rms(row), max|row|) / levels, s fitted to fill the cap: the ratios set the groups' rates
+    quant_k_mlp = env("QUANT_K_MLP", 16.0)
+    quant_k_attn = env("QUANT_K_ATTN", 10.0)  # the one attention serves two layers
+    quant_k_gdn = env("QUANT_K_GDN", 12.85)
+    quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: row max / 127; the tied embedding is also the output head
+    fit_slack_bytes = env("FIT_SLACK_BYTES", 50_000)
     artifact_cap_bytes = env("ARTIFACT_CAP_BYTES", 16_000_000)
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
@@ -887,87 +895,142 @@ def collect_hessians(model: nn.Module, calib: Tensor, batch: int) -> dict[str, T
     return {k: h / rows[k] for k, h in hessians.items()}
 
 
-def row_scales(W: Tensor, bits: int) -> Tensor:
-    """Symmetric per-row scale, rounded to the fp16 it is stored as; never below fp16's smallest step, so an
-    all-zero row divides cleanly."""
-    return (W.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp_min(2 ** -24).half().float()
+def calibrate(model: nn.Module, args, device, logfile=None) -> dict[str, Tensor]:
+    t = time.perf_counter()
+    calib = generate_calibration(model, args.calib_seqs, args.calib_len, args.calib_temperature, args.seed, device)
+    log0(f"calibration: {args.calib_seqs} self-generated sequences x {args.calib_len} tokens, temperature "
+         f"{args.calib_temperature}, {time.perf_counter() - t:.1f}s", logfile)
+    return collect_hessians(model, calib, args.eval_batch_seqs)
 
 
-def quantize_rtn(W: Tensor, bits: int) -> tuple[Tensor, Tensor]:
-    W, qmax = W.float(), 2 ** (bits - 1) - 1
-    scale = row_scales(W, bits)
-    return (W / scale[:, None]).round().clamp(-qmax, qmax).to(torch.int8), scale.half()
+def weight_group(name: str) -> str:
+    """The step-factor group (QUANT_K_*) of a quantized weight."""
+    return "embed" if name == "embed.weight" else "mlp" if ".mlp." in name else "attn" if name.startswith(
+        "attn.") else "gdn"
 
 
-def quantize_gptq(W: Tensor, H: Tensor, bits: int, block: int, damp: float) -> tuple[Tensor, Tensor]:
-    """GPTQ (Frantar et al. 2022): quantize column by column, spreading each column's error over the
-    columns not yet quantized through the inverse Hessian of the layer's inputs. Measured on proxy weights
-    at MLP int4 / rest int5 and left out: act order (+0.00007 bpb), a Hessian-weighted clip search
-    (-0.0009 bpb for +1.1 MB, which loses the rung)."""
-    W, H, qmax = W.float().clone(), H.double().clone(), 2 ** (bits - 1) - 1
+def row_steps(W: Tensor, k: float, qmax: int) -> Tensor:
+    """Per-row step k * rms(row) / qmax, never finer than max|row| / qmax so that no weight is clipped;
+    rounded to the fp16 it is stored as, and never below fp16's smallest step (an all-zero row)."""
+    spread = torch.maximum(k * W.square().mean(1).sqrt(), W.abs().amax(1))
+    return (spread / qmax).clamp_min(2 ** -24).half().float()
+
+
+def quantize_rtn(W: Tensor, step: Tensor, qmax: int) -> Tensor:
+    return (W / step[:, None]).round().clamp(-qmax, qmax).to(torch.int8)
+
+
+def gptq_prepare(W: Tensor, H: Tensor, damp: float) -> tuple[Tensor, Tensor]:
+    """The weight with inputs that never fire zeroed, and the upper Cholesky factor of the damped inverse
+    Hessian: all of GPTQ that does not depend on the step, computed once for every scale the fit tries."""
+    W, H = W.float().clone(), H.double().clone()
     dead = H.diagonal() == 0
     H[dead, dead] = 1
     W[:, dead] = 0
     H += damp * H.diagonal().mean() * torch.eye(H.size(0), device=H.device, dtype=H.dtype)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
-    scale = row_scales(W, bits)
-    Q = torch.zeros_like(W, dtype=torch.int8)
+    return W, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+
+
+def quantize_gptq(W: Tensor, Hinv: Tensor, step: Tensor, qmax: int, block: int) -> Tensor:
+    """GPTQ (Frantar et al. 2022): quantize column by column, spreading each column's error over the
+    columns not yet quantized through the inverse Hessian of the layer's inputs."""
+    W, Q = W.clone(), torch.zeros_like(W, dtype=torch.int8)
     for i1 in range(0, W.size(1), block):
         i2 = min(i1 + block, W.size(1))
         W1, Hi, E = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2], torch.zeros(W.size(0), i2 - i1, device=W.device)
         for i in range(i2 - i1):
-            q = (W1[:, i] / scale).round().clamp(-qmax, qmax)
+            q = (W1[:, i] / step).round().clamp(-qmax, qmax)
             Q[:, i1 + i] = q.to(torch.int8)
-            E[:, i] = (W1[:, i] - q * scale) / Hi[i, i]
+            E[:, i] = (W1[:, i] - q * step) / Hi[i, i]
             W1[:, i:] -= E[:, i:i + 1] * Hi[i:i + 1, i:]
         W[:, i2:] -= E @ Hinv[i1:i2, i2:]
-    return Q, scale.half()
+    return Q
 
 
-QUANT_LADDER = ((6, 6), (5, 6), (5, 5), (4, 5), (4, 4))  # (MLP bits, other projections' bits), best first
-
-
-def quantize_model(model: nn.Module, hessians: dict[str, Tensor], bits: tuple[int, int], args,
-                   logfile=None) -> dict[str, Tensor]:
-    """GPTQ for the projections (MLP at bits[0], the rest at bits[1]), int8 per-row for the tied
-    embedding, fp16 for the small rest."""
-    arrays, kinds = {}, {}
+def quant_plan(model: nn.Module, hessians: dict[str, Tensor], args) -> dict[str, tuple]:
+    """Per weight: its group (None: kept in fp16) and its float weight, with GPTQ's inverse-Hessian factor
+    for the projections (the tied embedding, also the output head, is rounded to nearest)."""
+    plan = {}
     for name, p in model.state_dict().items():
         p = p.detach().float()  # stays on the model's device: the GPU does GPTQ in seconds
         if is_matrix(name, p):
             if name not in hessians:
                 raise RuntimeError(f"no calibration statistics for {name}: its forward hook never ran")
-            b = bits[0] if ".mlp." in name else bits[1]
-            arrays[name + ":q"], arrays[name + ":s"] = quantize_gptq(p, hessians[name], b, args.gptq_block,
-                                                                    args.gptq_damp)
-            kind = f"int{b}-gptq"
-        elif p.ndim == 2 and p.numel() >= 65536:
-            arrays[name + ":q"], arrays[name + ":s"] = quantize_rtn(p, 8)
-            kind = "int8-rtn"
+            plan[name] = (weight_group(name), *gptq_prepare(p, hessians[name], args.gptq_damp))
         else:
-            arrays[name + ":f"], kind = p.half(), "fp16"
-        kinds[kind] = kinds.get(kind, 0) + p.numel()
-    log0("quant_kinds: " + " ".join(f"{k}:{v:,}params" for k, v in kinds.items()), logfile)
+            plan[name] = ("embed" if name == "embed.weight" else None, p, None)
+    return plan
+
+
+def group_k(group: str, args) -> float:
+    return getattr(args, f"quant_k_{group}")
+
+
+def quantize_model(plan: dict[str, tuple], scale: float, args) -> dict[str, Tensor]:
+    """Every group at step scale * QUANT_K_group * rms / qmax: QUANT_BITS levels for the projections,
+    EMBED_BITS for the embedding; fp16 for the small rest."""
+    arrays = {}
+    for name, (group, W, Hinv) in plan.items():
+        if group is None:
+            arrays[name + ":f"] = W.half()
+            continue
+        qmax = 2 ** ((args.embed_bits if group == "embed" else args.quant_bits) - 1) - 1
+        step = row_steps(W, scale * group_k(group, args), qmax)
+        q = quantize_rtn(W, step, qmax) if Hinv is None else quantize_gptq(W, Hinv, step, qmax, args.gptq_block)
+        arrays[name + ":q"], arrays[name + ":s"] = q, step.half()
     return {k: t.cpu() for k, t in arrays.items()}
 
 
+FIT_LOG2_SCALES = (-3.0, 2.0)  # the fit's range for log2 of the QUANT_K_* multiplier: at 1/8 every row sits at
+FIT_TRIES = 8                  # its clip-free floor; past 4 a step is coarser than any weight worth its bytes
+
+
+def next_log2_scale(tries: list[tuple[float, int]], target: float, lo: float, hi: float, bytes_per_bit: float):
+    """Bytes fall about linearly in log2 of the scale (a bit per weight for each halving of the steps): a secant
+    step through the last two tries (the first along that slope), kept in the bracket [lo, hi], else halving it."""
+    x1, s1 = tries[-1]
+    slope = -bytes_per_bit
+    if len(tries) > 1 and (s1 - tries[-2][1]) * (x1 - tries[-2][0]) < 0:
+        slope = (s1 - tries[-2][1]) / (x1 - tries[-2][0])
+    x = min(max(x1 + (target - s1) / slope, lo), hi)
+    return (lo + hi) / 2 if any(x == done for done, _ in tries) else x
+
+
 def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
-    """The packed artifact at the first rung of QUANT_LADDER that fits the cap together with the code,
-    else the smallest one (which check_budget then refuses on every rank). Each rung is packed in its own
-    thread while the GPU quantizes the next; every rung is logged, showing the whole trade-off."""
-    n_params, t = sum(p.numel() for p in model.parameters()), time.perf_counter()
-    with ThreadPoolExecutor(len(QUANT_LADDER)) as pool:
-        jobs = [pool.submit(pack_artifact, config, quantize_model(model, hessians, bits, args, logfile))
-                for bits in QUANT_LADDER]
-        blobs = [job.result() for job in jobs]
-    fits = [len(blob) + code_bytes <= args.artifact_cap_bytes for blob in blobs]
-    for bits, blob, ok in zip(QUANT_LADDER, blobs, fits):
-        log0(f"quant_rung: mlp:int{bits[0]} other:int{bits[1]} artifact_bytes:{len(blob)} "
-             f"bits_per_param:{8 * len(blob) / n_params:.3f} {'fits' if ok else 'over cap'}", logfile)
-    choice = fits.index(True) if any(fits) else len(blobs) - 1
-    log0(f"quant_choice: mlp:int{QUANT_LADDER[choice][0]} other:int{QUANT_LADDER[choice][1]}"
-         f"{'' if any(fits) else ' (no rung fits the cap)'} {time.perf_counter() - t:.1f}s", logfile)
-    return blobs[choice]
+    """The packed artifact at the step multiplier whose bytes, with the code, land in the top FIT_SLACK_BYTES
+    under the cap; else the largest try under it, or (nothing fits even at the coarsest steps) the smallest,
+    which check_budget then refuses on every rank. Every try is logged, then the choice per group."""
+    t, plan = time.perf_counter(), quant_plan(model, hessians, args)
+    cap, floor = args.artifact_cap_bytes, args.artifact_cap_bytes - args.fit_slack_bytes
+    n_quant = sum(W.numel() for group, W, _ in plan.values() if group)
+    (lo, hi), tries, blobs, x = FIT_LOG2_SCALES, [], {}, 0.0
+    for i in range(FIT_TRIES):
+        blobs[x] = pack_artifact(config, quantize_model(plan, 2 ** x, args))
+        total = len(blobs[x]) + code_bytes
+        tries.append((x, total))
+        log0(f"quant_fit: try:{i + 1} scale:{2 ** x:.4f} bytes_total:{total:,} "
+             f"{f'over cap by {total - cap:,}' if total > cap else f'under cap by {cap - total:,}'}", logfile)
+        if floor <= total <= cap or (total > cap and x == FIT_LOG2_SCALES[1]) or (
+                total < floor and x == FIT_LOG2_SCALES[0]):
+            break
+        lo, hi = (x, hi) if total > cap else (lo, x)
+        x = next_log2_scale(tries, (cap + floor) / 2, lo, hi, n_quant / 8)
+    fitting = [(total, x) for x, total in tries if total <= cap]
+    total, x = max(fitting) if fitting else min((total, x) for x, total in tries)
+    log_choice(plan, 2 ** x, blobs[x], total, args, time.perf_counter() - t, logfile)
+    return blobs[x]
+
+
+def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, args, seconds: float, logfile=None):
+    """Each group's factor after the fit and its packed bits per weight, read from the artifact's sections."""
+    sizes, params = artifact_section_bytes(blob), {}
+    for group, W, _ in plan.values():
+        params[group or "rest"] = params.get(group or "rest", 0) + W.numel()
+    groups = " ".join(f"{g}:k{scale * group_k(g, args):.2f}/{8 * sizes.get(g, 0) / params[g]:.3f}bits"
+                      for g in SECTIONS if g in params and g != "rest")
+    verdict = "fits" if total <= args.artifact_cap_bytes else "nothing fits the cap"
+    log0(f"quant_choice: scale:{scale:.4f} {groups} rest:{sizes.get('rest', 0):,}B bytes_total:{total:,} "
+         f"{verdict} {seconds:.1f}s", logfile)
 
 
 def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -981,34 +1044,58 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH3", 1 << 22
+ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH4", 1 << 22
+SECTIONS = ("mlp", "attn", "gdn", "embed", "rest")
+
+
+def section_of(key: str) -> str:
+    """Each group's integers in a section of their own, the fp16 scales and small tensors in the last."""
+    name, field = key.rsplit(":", 1)
+    return weight_group(name) if field == "q" else "rest"
 
 
 def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
-    """Magic, header length, the zstd-22 JSON header, then the tensors (every integer array ahead of the
-    fp16 scales and small tensors) as zstd-22 frames of PACK_CHUNK bytes, compressed in parallel. On
-    Gaussian weights (MLP int4, rest int5) 4 MiB frames cost 5,775 B (0.04%) over one frame and ran 4.8x
-    faster on two cores; the integer arrays first saved 1.35 MB (8%) against scales between them."""
-    arrays = dict(sorted(arrays.items(), key=lambda kv: not kv[0].endswith(":q")))
-    body = b"".join(t.contiguous().numpy().tobytes() for t in arrays.values())
-    compress = lambda i: zstandard.ZstdCompressor(level=22).compress(body[i:i + PACK_CHUNK])  # noqa: E731
+    """Magic, header length, the zstd-22 JSON header, then the tensors section by section, each section as
+    zstd-22 frames of at most PACK_CHUNK bytes, compressed in parallel. Integers apart from fp16 values pack
+    tighter, and a section per group makes each group's rate readable from the header."""
+    order = sorted(arrays, key=lambda k: SECTIONS.index(section_of(k)))
+    jobs = []
+    for section in SECTIONS:
+        body = b"".join(arrays[k].contiguous().numpy().tobytes() for k in order if section_of(k) == section)
+        jobs += [(section, body[i:i + PACK_CHUNK]) for i in range(0, len(body), PACK_CHUNK)]
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        frames = list(pool.map(compress, range(0, len(body), PACK_CHUNK)))
-    meta = [[k, str(t.dtype).removeprefix("torch."), list(t.shape)] for k, t in arrays.items()]
-    head = json.dumps({"config": config, "arrays": meta, "frames": [len(f) for f in frames]}, separators=(",", ":"))
+        frames = list(pool.map(lambda job: zstandard.ZstdCompressor(level=22).compress(job[1]), jobs))
+    meta = [[k, str(arrays[k].dtype).removeprefix("torch."), list(arrays[k].shape)] for k in order]
+    head = json.dumps({"config": config, "arrays": meta, "frames": [[s, len(f)] for (s, _), f in zip(jobs, frames)]},
+                      separators=(",", ":"))
     head = zstandard.ZstdCompressor(level=22).compress(head.encode())
     return ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + b"".join(frames)
 
 
-def unpack_artifact(blob: bytes) -> tuple[dict, dict[str, Tensor]]:
+def read_header(blob: bytes) -> tuple[dict, int]:
+    """The artifact's header and the offset of its first frame."""
     if not blob.startswith(ARTIFACT_MAGIC):
         raise ValueError(f"not a GDN-Hybrid artifact (magic {blob[:5]!r}, expected {ARTIFACT_MAGIC!r})")
-    n, zstd = int.from_bytes(blob[5:9], "little"), zstandard.ZstdDecompressor()
-    header, pos, raw = json.loads(zstd.decompress(blob[9:9 + n])), 9 + n, bytearray()
-    if pos + sum(header["frames"]) != len(blob):
-        raise ValueError(f"artifact is {len(blob)} bytes but its header describes {pos + sum(header['frames'])}: "
-                         f"truncated or corrupt; re-copy it or re-run training")
-    for size in header["frames"]:
+    n = int.from_bytes(blob[5:9], "little")
+    header = json.loads(zstandard.ZstdDecompressor().decompress(blob[9:9 + n]))
+    if 9 + n + sum(size for _, size in header["frames"]) != len(blob):
+        raise ValueError(f"artifact is {len(blob)} bytes but its header describes "
+                         f"{9 + n + sum(size for _, size in header['frames'])}: truncated or corrupt; re-copy it or "
+                         f"re-run training")
+    return header, 9 + n
+
+
+def artifact_section_bytes(blob: bytes) -> dict[str, int]:
+    sizes = {}
+    for section, size in read_header(blob)[0]["frames"]:
+        sizes[section] = sizes.get(section, 0) + size
+    return sizes
+
+
+def unpack_artifact(blob: bytes) -> tuple[dict, dict[str, Tensor]]:
+    header, pos = read_header(blob)
+    zstd, raw = zstandard.ZstdDecompressor(), bytearray()
+    for _, size in header["frames"]:
         raw += zstd.decompress(blob[pos:pos + size])
         pos += size
     offset, arrays = 0, {}
@@ -1033,7 +1120,11 @@ def check_budget(artifact_bytes: int, code_bytes: int, cap: int) -> int:
 
 def load_artifact(path: str, device) -> GDNHybrid:
     """Rebuilds the model from the packed file alone."""
-    config, arrays = unpack_artifact(Path(path).read_bytes())
+    return model_from_blob(Path(path).read_bytes(), device)
+
+
+def model_from_blob(blob: bytes, device) -> GDNHybrid:
+    config, arrays = unpack_artifact(blob)
     model = GDNHybrid(config).to(device)
     model.load_state_dict(dequantize(arrays))
     return model
@@ -1216,12 +1307,7 @@ def main():
     if rank == 0:
         torch.save(plain.state_dict(), f"logs/{args.run_id}_ema.pt")  # float weights, for quantization studies
         t = time.perf_counter()
-        calib = generate_calibration(plain, args.calib_seqs, args.calib_len, args.calib_temperature, args.seed,
-                                     device)
-        log0(f"calibration: {args.calib_seqs} self-generated sequences x {args.calib_len} tokens, temperature "
-             f"{args.calib_temperature}, {time.perf_counter() - t:.1f}s", logfile)
-        hessians = collect_hessians(plain, calib, args.eval_batch_seqs)
-        blob = fit_artifact(plain, hessians, config, len(code), args, logfile)
+        blob = fit_artifact(plain, calibrate(plain, args, device, logfile), config, len(code), args, logfile)
         Path(args.artifact_path).write_bytes(blob)
         log0(f"artifact:{args.artifact_path} bytes:{len(blob)} code_bytes:{len(code)} "
              f"quantize_pack_time:{time.perf_counter() - t:.1f}s", logfile)

@@ -10,9 +10,9 @@ Hyperparameters (the environment variable names). Variants that differ only in E
 trained model. Settings not overridden come from the environment exactly as for train_gpt.py
 (DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
 variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
-the same N for every row, so rows compare but are not full-validation scores. --quant-bits 4,5 also
-scores each trained model after train_gpt's own calibration and GPTQ at that one rung (MLP bits, other
-bits), dequantized: the post-quantization column, without packing or a byte count. A variant that fails
+the same N for every row, so rows compare but are not full-validation scores. --quant also scores each
+trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted to the byte cap with
+train_gpt.py's own size as the code, packed and reloaded from the bytes. A variant that fails
 (an error in training or evaluation) is logged with its traceback and kept in the table as failed; the
 others still run.
 """
@@ -46,13 +46,6 @@ def parse_variant(text: str) -> tuple[dict, dict]:
     return train, evals
 
 
-def parse_rung(text: str) -> tuple[int, int]:
-    rung = tuple(int(b) for b in text.split(",") if b.strip().isdigit())
-    if rung not in tg.QUANT_LADDER:
-        raise SystemExit(f"--quant-bits {text}: expected one rung of {tg.QUANT_LADDER} written MLP,OTHER (e.g. 4,5)")
-    return rung
-
-
 def with_overrides(args, overrides: dict):
     out = copy.copy(args)
     for key, value in overrides.items():
@@ -77,21 +70,18 @@ def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
     return plain, stats
 
 
-def quantized_copy(model, args, bits: tuple[int, int], device) -> tg.GDNHybrid:
-    """The model after train_gpt's self-generated calibration and GPTQ at one rung, dequantized to float."""
-    calib = tg.generate_calibration(model, args.calib_seqs, args.calib_len, args.calib_temperature, args.seed,
-                                    device)
-    hessians = tg.collect_hessians(model, calib, args.eval_batch_seqs)
-    out = tg.GDNHybrid(args.model_config()).to(device)
-    out.load_state_dict(tg.dequantize(tg.quantize_model(model, hessians, bits, args)))
-    return out
+def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
+    """The model as train_gpt.py packs it (calibration, GPTQ fitted to the cap), reloaded from the bytes."""
+    blob = tg.fit_artifact(model, tg.calibrate(model, args, device), args.model_config(),
+                           len(Path(tg.__file__).read_bytes()), args)
+    return tg.model_from_blob(blob, device), len(blob)
 
 
-def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant_bits=None) -> dict:
+def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False) -> dict:
     if key not in trained:
         print(f"=== trial: {text} (training)", flush=True)
         model, stats = train_variant(args, device)
-        quantized = quantized_copy(model, args, quant_bits, device) if quant_bits else None
+        quantized = quantized_copy(model, args, device) if quant else None
         trained[key] = model, stats, quantized
     model, stats, quantized = trained[key]
     print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
@@ -101,20 +91,20 @@ def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, 
            "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
            "eval_seconds": result["seconds"]}
     if quantized is not None:
-        row["quant_bits"] = list(quant_bits)
-        row["val_bpb_quant"] = tg.evaluate(quantized, val_tokens, luts, args, device, args.eval_stride)["val_bpb"]
+        row["artifact_bytes"] = quantized[1]
+        row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args, device, args.eval_stride)["val_bpb"]
     return row
 
 
 def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None,
-        quant_bits=None) -> list[dict]:
+        quant=False) -> list[dict]:
     rows, trained = [], {}
     for text in variants:
         train_over, eval_over = parse_variant(text)
         key = json.dumps(train_over, sort_keys=True)
         args = with_overrides(base_args, {**train_over, **eval_over})
         try:
-            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant_bits)
+            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant)
         except Exception as e:  # one broken variant must not cost the rest of a device call
             traceback.print_exc()
             row = {"variant": text, "error": f"{type(e).__name__}: {e}"}
@@ -151,11 +141,10 @@ def main():
     cli.add_argument("--seconds", type=float, required=True, help="training seconds per variant (0: ITERATIONS)")
     cli.add_argument("--val-tokens", type=int, default=0, help="score the first N validation tokens (0: all)")
     cli.add_argument("--out", help="append one JSON line per row here")
-    cli.add_argument("--quant-bits", help="also score after GPTQ at this rung, 'MLP,OTHER' bits (e.g. 4,5)")
+    cli.add_argument("--quant", action="store_true", help="also score after GPTQ fitted to the cap, from the bytes")
     opt = cli.parse_args()
     for text in opt.variants:
         parse_variant(text)  # fail on a typo before any training
-    quant_bits = parse_rung(opt.quant_bits) if opt.quant_bits else None
     args = tg.Hyperparameters()
     args.max_wallclock_seconds = opt.seconds
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -166,7 +155,7 @@ def main():
     luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
     train_tokens = tg.count_tokens(args.train_files)
     t = time.perf_counter()
-    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, quant_bits)
+    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, opt.quant)
     scored = [r["eval_tokens"] for r in rows if "error" not in r]
     print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: "
           f"{scored[0] if scored else 0:,}; failed: {len(rows) - len(scored)}")

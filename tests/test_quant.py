@@ -46,16 +46,42 @@ def dequant(q, s):
     return q.float() * s.float()[:, None]
 
 
-def test_int6_values_stay_in_range():
+def gptq(W, X, k, bits=6):
+    qmax = 2 ** (bits - 1) - 1
+    step = train_gpt.row_steps(W, k, qmax)
+    W, Hinv = train_gpt.gptq_prepare(W, X.T @ X / len(X), 0.01)
+    return train_gpt.quantize_gptq(W, Hinv, step, qmax, 32), step
+
+
+def rtn(W, k, bits=6):
+    qmax = 2 ** (bits - 1) - 1
+    step = train_gpt.row_steps(W, k, qmax)
+    return train_gpt.quantize_rtn(W, step, qmax), step
+
+
+@pytest.mark.parametrize("k", [1.0, 12.0])
+def test_int6_values_stay_in_range(k):
     X, W = correlated_layer()
-    for q, _ in (train_gpt.quantize_gptq(W, X.T @ X / len(X), 6, 32, 0.01), train_gpt.quantize_rtn(W, 6)):
+    for q, _ in (gptq(W, X, k), rtn(W, k)):
         assert q.dtype == torch.int8 and q.min() >= -31 and q.max() <= 31
+
+
+def test_the_step_follows_the_row_spread_and_never_clips():
+    X, W = correlated_layer()
+    W[5, 7] = 40 * W[5].abs().max()  # an outlier larger than k * rms: its row's step grows to keep it
+    step = train_gpt.row_steps(W, 12.0, 31)
+    rms = W.square().mean(1).sqrt()
+    plain = [i for i in range(len(W)) if i != 5]
+    assert torch.allclose(step[plain], (12.0 * rms[plain] / 31).half().float())
+    assert step[5] * 31 >= 0.999 * W[5].abs().max()
+    q, s = rtn(W, 12.0)
+    assert (dequant(q, s) - W).abs().max() <= 0.5 * s.float().max() + 1e-6  # no weight is clipped
 
 
 def test_an_all_zero_row_quantizes_to_zeros_with_a_usable_scale():
     X, W = correlated_layer()
     W[3] = 0
-    for q, s in (train_gpt.quantize_gptq(W, X.T @ X / len(X), 5, 32, 0.01), train_gpt.quantize_rtn(W, 5)):
+    for q, s in (gptq(W, X, 12.0, 5), rtn(W, 12.0, 5)):
         assert (q[3] == 0).all() and s[3] > 0 and torch.isfinite(dequant(q, s)).all()
 
 
@@ -63,9 +89,7 @@ def test_gptq_output_error_is_well_below_round_to_nearest():
     X, W = correlated_layer()
     ref = X @ W.T
     err = lambda q, s: ((X @ dequant(q, s).T - ref).norm() / ref.norm()).item()  # noqa: E731
-    gptq = err(*train_gpt.quantize_gptq(W, X.T @ X / len(X), 6, 32, 0.01))
-    rtn = err(*train_gpt.quantize_rtn(W, 6))
-    assert gptq < 0.6 * rtn, (gptq, rtn)
+    assert err(*gptq(W, X, 12.0)) < 0.6 * err(*rtn(W, 12.0))
 
 
 def test_budget_fails_one_byte_over_and_passes_at_the_cap():
@@ -82,9 +106,10 @@ def test_quantized_model_reloads_from_bytes_close_to_float(markov_data, features
     assert calib.shape == (4, 32) and (calib[:, 0] == train_gpt.BOS_ID).all()
     hessians = train_gpt.collect_hessians(model, calib, 2)
     assert "attn.q.weight" in hessians and "blocks.0.mixer.qkv.weight" in hessians
-    blob = train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(model, hessians, (6, 6), args))
+    arrays = train_gpt.quantize_model(train_gpt.quant_plan(model, hessians, args), 1.0, args)
+    assert arrays["embed.weight:q"].abs().max() == 127 and arrays["blocks.0.mlp.fc.weight:q"].abs().max() <= 31
     path = markov_data / "artifact.ptz"
-    path.write_bytes(blob)
+    path.write_bytes(train_gpt.pack_artifact(model.cfg, arrays))
     reloaded = train_gpt.load_artifact(str(path), torch.device("cpu"))
     ids = calib[:, :-1]
     with torch.no_grad():
@@ -97,24 +122,52 @@ def test_a_projection_without_calibration_statistics_is_an_error(markov_data):
     hessians = train_gpt.collect_hessians(model, torch.full((2, 16), train_gpt.BOS_ID), 2)
     del hessians["blocks.0.mlp.fc.weight"]
     with pytest.raises(RuntimeError, match="blocks.0.mlp.fc.weight"):
-        train_gpt.quantize_model(model, hessians, (6, 6), tiny_args(markov_data))
+        train_gpt.quant_plan(model, hessians, tiny_args(markov_data))
 
 
-def test_fit_artifact_finds_the_first_rung_that_fits_else_gives_the_smallest_to_refuse(markov_data, capsys):
+def fit_setup(markov_data):
     model = tiny_model()
     hessians = train_gpt.collect_hessians(model, torch.randint(0, 64, (4, 32)), 2)
-    args = tiny_args(markov_data)
-    sizes = {bits: len(train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(model, hessians, bits, args)))
-             for bits in train_gpt.QUANT_LADDER}
-    assert sizes[(6, 6)] > sizes[(5, 5)] > sizes[(4, 4)]
-    for i, bits in enumerate(train_gpt.QUANT_LADDER):
-        args.artifact_cap_bytes = sizes[bits] + 1000
-        assert len(train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)) == sizes[bits]
-        out = capsys.readouterr().out
-        assert f"quant_choice: mlp:int{bits[0]} other:int{bits[1]} " in out
-        assert out.count("quant_rung:") == len(train_gpt.QUANT_LADDER) and out.count(" over cap") == i
-    args.artifact_cap_bytes = sizes[(4, 4)] + 999
+    args = tiny_args(markov_data, fit_slack_bytes=400)
+    plan = train_gpt.quant_plan(model, hessians, args)
+    size = lambda scale: len(train_gpt.pack_artifact(model.cfg, train_gpt.quantize_model(plan, scale, args)))  # noqa: E731
+    return model, hessians, args, size
+
+
+@pytest.mark.parametrize("embed_k", [0.0, 12.0])
+def test_coarser_steps_pack_smaller_in_every_group_with_a_factor(markov_data, embed_k):
+    model, hessians, args, _ = fit_setup(markov_data)
+    args.quant_k_embed = embed_k  # 0: the embedding stays at its row-max step whatever the scale
+    plan = train_gpt.quant_plan(model, hessians, args)
+    fine, coarse = (train_gpt.artifact_section_bytes(train_gpt.pack_artifact(
+        model.cfg, train_gpt.quantize_model(plan, s, args))) for s in (0.5, 2.0))
+    assert set(fine) == set(train_gpt.SECTIONS)
+    assert all(coarse[g] < fine[g] for g in ("mlp", "attn", "gdn"))
+    assert (coarse["embed"] < fine["embed"]) == (embed_k > 0) and (coarse["embed"] <= fine["embed"])
+
+
+@pytest.mark.parametrize("room", [-6000, -1500, 2500, 9000])
+def test_fit_lands_in_the_band_under_the_cap(markov_data, capsys, room):
+    """Caps above and below the size at the factors as set: the fit moves the steps either way."""
+    model, hessians, args, size = fit_setup(markov_data)
+    args.artifact_cap_bytes = size(1.0) + 1000 + room
     blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
-    assert len(blob) == sizes[(4, 4)]
-    with pytest.raises(train_gpt.ArtifactTooLarge, match="1 bytes over the"):
+    total = len(blob) + 1000
+    assert args.artifact_cap_bytes - args.fit_slack_bytes <= total <= args.artifact_cap_bytes
+    out = capsys.readouterr().out
+    assert f"bytes_total:{total:,} fits" in out and 1 <= out.count("quant_fit: try:") <= train_gpt.FIT_TRIES
+    config, arrays = train_gpt.unpack_artifact(blob)
+    assert config == model.cfg and "embed.weight:q" in arrays
+
+
+def test_fit_refuses_when_nothing_fits_and_stops_at_the_finest_steps_when_all_fit(markov_data, capsys):
+    model, hessians, args, size = fit_setup(markov_data)
+    coarsest, finest = (size(2 ** x) for x in reversed(train_gpt.FIT_LOG2_SCALES))
+    args.artifact_cap_bytes = coarsest + 1000 - 3000  # packed sizes are not strictly monotone: a clear miss
+    blob = train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)
+    assert len(blob) == coarsest and "nothing fits the cap" in capsys.readouterr().out
+    with pytest.raises(train_gpt.ArtifactTooLarge, match="3,000 bytes over the"):
         train_gpt.check_budget(len(blob), 1000, args.artifact_cap_bytes)
+    args.artifact_cap_bytes = finest + 1000 + 10 * args.fit_slack_bytes
+    assert len(train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)) == finest
+    assert "scale:0.1250" in capsys.readouterr().out.splitlines()[-1]

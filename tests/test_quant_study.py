@@ -1,30 +1,44 @@
-"""scripts/quant_study.py on a tiny trained-looking model: every variant packs, reloads and is scored."""
+"""scripts/quant_study.py on a tiny model: every row is fitted, packed, reloaded from its bytes and scored."""
 
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import train_gpt
-from conftest import tiny_args, tiny_model
+from conftest import ROOT, tiny_args, tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts"))
 import quant_study  # noqa: E402
 
 
-def test_every_variant_is_packed_reloaded_and_scored(markov_data, tokenizer):
-    args = tiny_args(markov_data, eval_stride=32, vocab_size=64)
+def test_every_row_is_fitted_reloaded_and_scored(markov_data, tokenizer, tmp_path):
+    cap = len((ROOT / "train_gpt.py").read_bytes()) + 60_000
+    args = tiny_args(markov_data, eval_stride=32, vocab_size=64, artifact_cap_bytes=cap, fit_slack_bytes=3000)
     model = tiny_model()
     val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:600]
     luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
-    rows = quant_study.study(args, model.state_dict(), val, luts, torch.device("cpu"), code_bytes=1000, embed=True)
-    assert len(rows) == 1 + len(quant_study.variants(embed=True))
+    baseline = tmp_path / "other_train_gpt.py"
+    baseline.write_bytes((ROOT / "train_gpt.py").read_bytes() + b"\n# another version\n")
+    rows = quant_study.study(args, model.state_dict(), val, luts, torch.device("cpu"),
+                             ["coarse mlp: QUANT_K_MLP=40"], str(baseline))
+    labels = [r["label"] for r in rows]
+    assert labels == ["float (EMA weights)", "other_train_gpt.py (baseline)", "train_gpt.py as set", "coarse mlp"]
     float_row, by_label = rows[0], {r["label"]: r for r in rows[1:]}
     assert float_row["bytes"] is None and float_row["gap"] == 0
-    # fewer bits, fewer bytes; the fp16 embedding costs bytes over int8
-    assert by_label["gptq 4/4"]["bytes"] < by_label["gptq 6/6"]["bytes"]
-    assert by_label["gptq 4/5, embed fp16"]["bytes"] > by_label["gptq 4/5"]["bytes"]
-    assert all(r["total"] == r["bytes"] + 1000 and r["fits"] for r in rows[1:])
-    assert all(abs(r["gap"]) < 0.5 for r in rows[1:])
-    text = quant_study.table(rows, 1000)
-    assert text.count("\n| ") == len(rows) + 1 and "gptq 4/5, embed int6" in text
+    code = cap - 60_000
+    assert by_label["train_gpt.py as set"]["total"] == by_label["train_gpt.py as set"]["bytes"] + code
+    baseline_row = by_label["other_train_gpt.py (baseline)"]
+    assert baseline_row["total"] == baseline_row["bytes"] + code + len("\n# another version\n")
+    assert all(cap - 3000 <= r["total"] <= cap and r["fits"] and abs(r["gap"]) < 0.5 for r in rows[1:])
+    text = quant_study.table(rows)
+    assert text.count("\n| ") == len(rows) and "| coarse mlp |" in text
+
+
+def test_a_variant_naming_no_setting_is_refused():
+    args = train_gpt.Hyperparameters()
+    assert quant_study.parse_variant("a: QUANT_K_MLP=9", args)[1].quant_k_mlp == 9.0
+    for bad in ("no colon QUANT_K_MLP=9", "typo: QUANT_K_MPL=9", "empty:"):
+        with pytest.raises(SystemExit, match="expected 'LABEL: KEY=VALUE"):
+            quant_study.parse_variant(bad, args)

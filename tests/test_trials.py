@@ -67,25 +67,19 @@ def test_a_failing_variant_is_reported_and_the_others_still_run(markov_data, tok
     assert "failed: RuntimeError: kernel compile failed" in text and "+0.00000" in text
 
 
-def test_quant_bits_add_a_post_gptq_score_per_trained_model(markov_data, tokenizer, capsys):
-    args = tiny_args(markov_data, iterations=15, vocab_size=64)
+def test_quant_adds_a_score_from_the_fitted_artifact_per_trained_model(markov_data, tokenizer, capsys):
+    args = tiny_args(markov_data, iterations=15, vocab_size=64, artifact_cap_bytes=200_000, fit_slack_bytes=150_000)
     val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:300]
     luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
     rows = trials.run(args, ["base", "base EVAL_SEQ_LEN=32"], val, luts, torch.device("cpu"), train_tokens=30_000,
-                      quant_bits=(4, 4))
-    assert capsys.readouterr().out.count("(training)") == 1
-    assert all(r["quant_bits"] == [4, 4] for r in rows)
+                      quant=True)
+    out = capsys.readouterr().out
+    assert out.count("(training)") == 1 and out.count("quant_choice:") == 1
+    assert rows[0]["artifact_bytes"] == rows[1]["artifact_bytes"] > 0
     assert rows[0]["val_bpb_quant"] != rows[0]["val_bpb"] and abs(rows[0]["val_bpb_quant"] - rows[0]["val_bpb"]) < 0.3
     assert "| - | - |" not in trials.table(rows)
     unquantized = {k: v for k, v in rows[0].items() if k != "val_bpb_quant"}
     assert trials.table([unquantized]).endswith("| - | - |")
-
-
-def test_a_rung_off_the_ladder_is_refused():
-    assert trials.parse_rung("4,5") == (4, 5)
-    for bad in ("4", "3,5", "4,x", "6,6,6"):
-        with pytest.raises(SystemExit, match="expected one rung"):
-            trials.parse_rung(bad)
 
 
 def test_equal_steps_script_trains_each_version_in_its_own_tree(markov_data, tokenizer, tmp_path):
