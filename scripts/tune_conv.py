@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import torch
-import unstaged  # noqa: F401  (before train_gpt: runs before the wheels are staged)
 from bench_step import cuda_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -171,16 +171,6 @@ def test_tune_conv_launches_the_kernels_as_convqkv_does():
     assert torch.equal(written["dweight"].sum(0), dweight)
 
 
-def test_bench_relu2_derivative_from_the_output_is_autograds():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_relu2 import RELU2
-    h = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    g = torch.randn(50, 7, dtype=torch.float64)
-    (want,), (got,) = (torch.autograd.grad(RELU2[k](h), h, g) for k in ("autograd", "saves_r"))
-    assert torch.equal(RELU2["saves_r"](h), RELU2["autograd"](h)) and torch.allclose(got, want, rtol=1e-12, atol=0)
-    assert (h < 0).any() and torch.equal(got[h < 0], torch.zeros_like(got[h < 0]))
-
-
 def relu2_case(seed: int, backward: bool, M: int = 50, K: int = 24, N: int = 40):
     """a [M, K], bt [N, K], r [M, N] in float64 and what the relu^2 matmul gives in that direction; the sizes are no
     multiples of the tiles, so the edges are tested too."""
@@ -197,25 +187,6 @@ def test_relu2_matmul_epilogues_in_the_interpreter(backward):
     b = bt.t().contiguous() if backward else bt.t()  # [K, N]: contiguous in the backward, a view of [N, K] forward
     out = train_gpt.relu2_matmul(a.float(), b.float(), r.float() if backward else None)
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
-
-
-@in_triton_interpreter
-@pytest.mark.parametrize("backward", [False, True])
-def test_bench_relu2_tma_kernels_in_the_interpreter(backward):
-    """The study's TMA kernels, one tile per program and persistent with each of its options (three programs walk
-    four tiles here), compute what train_gpt's kernel computes."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_relu2_tma as study
-    a, bt, r, want = relu2_case(4, backward)
-    a, b, r = a.float(), (bt.t().contiguous() if backward else bt).float(), r.float()  # b [K, N] or [N, K]
-    out, cfg = torch.empty(*want.shape), (32, 32, 16, 4, 2)
-    runs = [study.tma_launcher(a, b, not backward, r, out, backward, cfg, early) for early in (False, True)]
-    runs += [study.persistent_launcher(a, b, not backward, r, out, backward, cfg, flags)
-             for flags in study.PERSISTENT["backward" if backward else "forward"]]
-    for run in runs:
-        out.zero_()
-        run()
-        assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @in_triton_interpreter
