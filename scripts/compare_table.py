@@ -12,7 +12,7 @@ import glob
 import sys
 
 import numpy as np
-from logfields import BASELINE, OURS, find
+from common import BASELINE, OURS, find
 
 
 def last(pattern: str, text: str, cast=float):

@@ -30,7 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt as tg  # noqa: E402
-from logfields import BASELINE, find  # noqa: E402
+from common import BASELINE, find  # noqa: E402
 
 
 def load_module(path: str, name: str):

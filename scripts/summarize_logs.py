@@ -5,7 +5,7 @@
 
 import sys
 
-from logfields import fields
+from common import fields
 
 COLUMNS = [("steps", "steps"), ("train_s", "train_time"), ("tok/s", "tok_s"), ("epochs", "epochs"),
            ("peak_MiB", "peak_mib"), ("pre_bpb", "pre_bpb"), ("post_bpb", "val_bpb"), ("gap", "gap"),

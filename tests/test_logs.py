@@ -1,4 +1,4 @@
-"""The log readers (scripts/logfields.py and the scripts built on it) on hand-written lines in the formats of
+"""The log readers (scripts/common.py and the scripts built on it) on hand-written lines in the formats of
 train_gpt.py, the challenge baseline and its rescoring."""
 
 import sys
