@@ -1,9 +1,24 @@
-"""Where each number sits in a log: one pattern per field (the last match wins), shared by every script
-that reads train_gpt.py's logs or the challenge baseline's."""
+"""What the scripts share, and the only module besides train_gpt.py that scripts and records/make_record.py
+import: where each number sits in a log (train_gpt.py's and the challenge baseline's), loading a version of
+train_gpt.py as a module, timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
+scripts/bench/check_fla.py and of the tests). torch is imported only where it is used, so the log readers
+run without it.
+
+A script imports it after putting the repository root on sys.path (which train_gpt.py needs too):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from scripts.common import fields
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------- log fields: one pattern each, the last match wins
 
 OURS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes:(\d+)",
         "steps": r"stopping: .* after (\d+) steps", "train_time": r"stopping: .*train_time:([\d.]+)s",
@@ -33,3 +48,42 @@ def find(pattern: str, text: str) -> str | None:
 
 def fields(text: str, patterns: dict = OURS) -> dict[str, str | None]:
     return {key: find(pattern, text) for key, pattern in patterns.items()}
+
+# ---------------------------------------------------------------- modules and timing
+
+
+def load_module(path: str, name: str):
+    """A script loaded as module `name` (bench_step.py loads versions of train_gpt.py with it)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # torch.compile looks the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def cuda_ms(fn, n):
+    """GPU milliseconds per call of fn, over n calls."""
+    import torch
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / n
+
+# ---------------------------------------------------------------- references
+
+
+def recurrence_fp64(q, k, v, g, beta, scale):
+    """The Gated DeltaNet recurrence one token at a time, in float64."""
+    import torch
+    q, k, v, g, beta = (t.double() for t in (q, k, v, g, beta))
+    B, T, H, K = q.shape
+    S, out = torch.zeros(B, H, K, v.size(-1), dtype=torch.float64, device=q.device), []
+    for t in range(T):
+        S = S * g[:, t].exp()[..., None, None]
+        delta = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k[:, t], S))
+        S = S + k[:, t, :, :, None] * delta[:, :, None, :]
+        out.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(out, 1)

@@ -2,14 +2,14 @@
 
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import PLAIN_INPUTS, ROOT, TINY_MODEL, tiny_model
+from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_model
+from scripts.common import recurrence_fp64
 
 in_triton_interpreter = pytest.mark.skipif(
     train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
@@ -24,19 +24,6 @@ def assert_no_worse_than_before(names, fast, before, exact):
     for name, f, b, e in zip(names, fast, before, exact):
         err = lambda t: ((t.double() - e).norm() / e.norm()).item()  # noqa: E731
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
-
-
-def recurrence_fp64(q, k, v, g, beta, scale):
-    """The Gated DeltaNet recurrence one token at a time, in float64."""
-    q, k, v, g, beta = (t.double() for t in (q, k, v, g, beta))
-    B, T, H, K = q.shape
-    S, out = torch.zeros(B, H, K, v.size(-1), dtype=torch.float64, device=q.device), []
-    for t in range(T):
-        S = S * g[:, t].exp()[..., None, None]
-        delta = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k[:, t], S))
-        S = S + k[:, t, :, :, None] * delta[:, :, None, :]
-        out.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
-    return torch.stack(out, 1)
 
 
 def random_gdn_inputs(B, T, H, K, seed):
@@ -156,8 +143,7 @@ def test_triton_conv_kernels_in_the_interpreter_match_the_fp64_reference(B, T, h
 @in_triton_interpreter
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # as above
 def test_tune_conv_launches_the_kernels_as_convqkv_does():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tune_conv
+    from scripts.bench import tune_conv
     B, T, heads, D = 2, 70, 2, 16
     x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cpu", seed=5)
     g = torch.randn(B, T, heads * D, generator=torch.Generator().manual_seed(6))

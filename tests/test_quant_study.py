@@ -1,15 +1,10 @@
-"""scripts/quant_study.py on a tiny trained-looking model: every variant packs, reloads and is scored."""
-
-import sys
-from pathlib import Path
+"""scripts/bench/quant_study.py on a tiny trained-looking model: every variant packs, reloads and is scored."""
 
 import torch
 
 import train_gpt
 from conftest import tiny_args, tiny_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import quant_study  # noqa: E402
+from scripts.bench import quant_study
 
 
 def test_every_variant_is_packed_reloaded_and_scored(markov_data, tokenizer):

@@ -2,7 +2,7 @@
 # Runs the challenge's own baseline train_gpt.py, as published, on the proxy shards on one GPU, logging
 # under $OUT (or ./logs). Fetch it first into the ignored .baseline/ folder (never commit it):
 #   git -C <clone of openai/parameter-golf> show 4908dc46f:train_gpt.py > .baseline/train_gpt.py
-#   DATA=/tmp/proxy SECONDS_BUDGET=300 bash scripts/baseline_proxy.sh
+#   DATA=/tmp/proxy SECONDS_BUDGET=300 bash scripts/bench/baseline_proxy.sh
 set -euo pipefail
 DATA=${DATA:-/tmp/proxy}
 OUTDIR=$(realpath -m "${OUT:-logs}")

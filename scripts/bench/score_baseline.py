@@ -2,7 +2,7 @@
 windows and stride, our exact sums. With this, a comparison separates model gains from evaluation gains.
 
     DATA_PATH=/tmp/proxy TOKENIZER_PATH=/tmp/proxy/tokenizer.model \
-        python3 scripts/score_baseline.py .baseline/train_gpt.py .baseline/run/final_model.int8.ptz [BASELINE_LOG]
+        python3 scripts/bench/score_baseline.py .baseline/train_gpt.py .baseline/run/final_model.int8.ptz [BASELINE_LOG]
 
 The baseline is rebuilt from its own file (its Hyperparameters read the same environment it trained
 with) and its own dequantizer, and runs as it trains and scores: torch.compile'd, flash attention only.
@@ -16,7 +16,6 @@ fails.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import sys
@@ -28,18 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from common import BASELINE, find  # noqa: E402
-
-
-def load_module(path: str, name: str):
-    """A script loaded as module `name` (scripts/bench_step.py loads versions of train_gpt.py with it)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # torch.compile looks the module up by name
-    spec.loader.exec_module(module)
-    return module
+from scripts.common import BASELINE, find, load_module  # noqa: E402
 
 
 def baseline_logits(gpt: nn.Module, ids: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 (BT) and warp counts (each a new compile, for q, k and v apiece), and prints one table (GPU ms per call,
 and per step of ten GDN layers).
 
-    python3 scripts/tune_conv.py [--shape 48x2048] [--bt 16,32] [--warps 2,4]
+    python3 scripts/bench/tune_conv.py [--shape 48x2048] [--bt 16,32] [--warps 2,4]
 
 Each kernel is launched on the same inputs as ConvQKV gives it (x = [q | k | v] projections, bf16, with
 a BOS about every 700 tokens); ConvQKV's own launch (BT = ConvQKV.BT; 4 warps, 2 for conv_bwd) is
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_step import cuda_ms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
+from scripts.common import cuda_ms  # noqa: E402
 
 H100_TBPS = 3.35
 

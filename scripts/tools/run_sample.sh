@@ -4,7 +4,7 @@
 # SECONDS (default 120) of training time, quantizes, packs, reloads the artifact and prints val_bpb.
 # CPU when there is no GPU; on a GPU the same command uses the fla kernels. Logs: logs/sample.txt.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 python3 data/build_proxy.py --inputs data/sample/sample_docs.jsonl.zst --out data/sample_export \
   --val-docs 60 --tokenizer-train-docs 1000
 export DATA_PATH=data/sample_export TOKENIZER_PATH=data/sample_export/tokenizer.model RUN_ID=sample \

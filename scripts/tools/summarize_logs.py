@@ -1,11 +1,13 @@
 """Prints one table row per train_gpt.py log: steps, throughput, memory, pre/post-quant bpb, bytes.
 
-  python scripts/summarize_logs.py logs/*.log
+  python3 scripts/tools/summarize_logs.py logs/*.log
 """
 
 import sys
+from pathlib import Path
 
-from common import fields
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+from scripts.common import fields  # noqa: E402
 
 COLUMNS = [("steps", "steps"), ("train_s", "train_time"), ("tok/s", "tok_s"), ("epochs", "epochs"),
            ("peak_MiB", "peak_mib"), ("pre_bpb", "pre_bpb"), ("post_bpb", "val_bpb"), ("gap", "gap"),

@@ -1,6 +1,6 @@
 """One table from a compare_proxy.sh call: the challenge baseline and ours on the same shards and seconds.
 
-    python3 scripts/compare_table.py DATA_DIR BASELINE_LOG BASELINE_OURS_METRIC_LOG OURS_LOG
+    python3 scripts/bench/compare_table.py DATA_DIR BASELINE_LOG BASELINE_OURS_METRIC_LOG OURS_LOG
 
 Each run is scored by its own final metric; the baseline is also scored by ours (score_baseline.py), so
 the two post-quantization columns separate model gains from evaluation gains.
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import glob
 import sys
+from pathlib import Path
 
 import numpy as np
-from common import BASELINE, OURS, find
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+from scripts.common import BASELINE, OURS, find  # noqa: E402
 
 
 def last(pattern: str, text: str, cast=float):

@@ -2,10 +2,10 @@
 # Inductor's own report of each generated kernel's time, bytes and GB/s in the training step (TORCHINDUCTOR_PROFILE:
 # every kernel timed once in isolation), one table per compiled graph in inductor_kernels.txt, with the generated
 # code beside it. A step takes ~1 min in this mode, so it times one; in-place timings: bench_step.py --profile.
-#   OUT=dir bash scripts/profile_inductor.sh [path/to/train_gpt.py]
+#   OUT=dir bash scripts/bench/profile_inductor.sh [path/to/train_gpt.py]
 set -euo pipefail
 out=$(realpath "${OUT:?set OUT to the folder for the logs}")
-code=$(realpath "${1:-$(dirname "$0")/../train_gpt.py}")
+code=$(realpath "${1:-$(dirname "$0")/../../train_gpt.py}")
 cd "$(dirname "$0")"
 # without the benchmark harness: torch 2.11 calls the harness's benchmark_compiled_module() without its args
 # when a profile output file is set (InductorError: TypeError ... missing 1 required positional argument)

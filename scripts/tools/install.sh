@@ -3,7 +3,7 @@
 # CPU build of torch, no fla-core, flash-qla or tilelang (the CPU path runs its reference), and
 # triton, whose interpreter lets the tests check our Triton kernels on the CPU.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   python3 -m pip install -r requirements.txt pytest==9.0.3
 else

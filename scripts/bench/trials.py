@@ -2,7 +2,7 @@
 GPU, shards and step (or wall-clock) budget, and is scored before quantization with train_gpt's own
 sliding-window evaluation. Prints one table, with each row's difference to the first.
 
-    python3 scripts/trials.py --seconds 100 --val-tokens 1048576 --out trials.jsonl \
+    python3 scripts/bench/trials.py --seconds 100 --val-tokens 1048576 --out trials.jsonl \
         base SEED=1338 "MATRIX_LR=0.03" "base EVAL_SEQ_LEN=1024"
 
 A variant is "base" (the defaults) or a space-separated list of KEY=VALUE overrides of train_gpt's
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
 
 

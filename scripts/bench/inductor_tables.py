@@ -1,11 +1,11 @@
-"""Each compiled graph's kernel table once, from what scripts/profile_inductor.sh collects.
+"""Each compiled graph's kernel table once, from what scripts/bench/profile_inductor.sh collects.
 
 TORCHINDUCTOR_PROFILE appends a table (ms, GB, GB/s per generated kernel, each timed once in isolation) at
 every call of a compiled graph, so the same graph repeats hundreds of times; the output-code log says which
 dynamo frame and compile each graph file came from ("[frame/compile]": a block's forward and backward share
 one id). Graphs print in the order they first ran.
 
-    python3 scripts/inductor_tables.py inductor_bandwidth.txt[.gz] output_code.log[.gz]
+    python3 scripts/bench/inductor_tables.py inductor_bandwidth.txt[.gz] output_code.log[.gz]
 """
 
 import gzip

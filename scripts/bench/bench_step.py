@@ -1,10 +1,10 @@
 """Times train_gpt.py's training step on one GPU, then breaks it into parts.
 
-    python3 scripts/bench_step.py [--variants eager,mlp,train] [--shapes 48x2048,24x2048] [--steps 10]
+    python3 scripts/bench/bench_step.py [--variants eager,mlp,train] [--shapes 48x2048,24x2048] [--steps 10]
         [--code train_gpt.py,.prev/train_gpt.py]
 
 --code times other versions of the script side by side (e.g. `git show HEAD~1:train_gpt.py >
-.prev/train_gpt.py`, carried to the GPU machine as an ignored path); the breakdown is of the first.
+.prev/train_gpt.py`; `.prev/` is ignored by git); the breakdown is of the first.
 --rounds R instead builds each distinct --code version's 'train' step once (first shape), warms it up, then times
 them in turns, R rounds of --steps steps: drift of the machine (clocks, neighbours) then falls on every version
 alike, where one version after another read up to 10 ms apart for the same code. It prints each version's median
@@ -36,11 +36,14 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-from score_baseline import load_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+from scripts.common import cuda_ms, load_module  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4
 
@@ -70,16 +73,6 @@ def flops_per_token(tg, model, args, T):
     H, K, C = args.num_heads, args.model_dim // args.num_heads, 64
     n_gdn = model.layout.count("gdn")
     return 6 * matrices + 2 * 3 * 4 * args.model_dim * W + n_gdn * 3 * H * (4 * K * K + 2 * C * 2 * K)
-
-
-def cuda_ms(fn, n):
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(n):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / n
 
 
 def build(tg, args, variant, device):
@@ -320,7 +313,7 @@ def main():
     cli.add_argument("--profile", type=int, default=0, help="profile this many steps of the breakdown variant")
     cli.add_argument("--top", type=int, default=25, help="heaviest kernels the profile lists")
     cli.add_argument("--who", type=int, default=0, help="with --profile: the ops that launched this many of them")
-    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[1] / "train_gpt.py"),
+    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
     cli.add_argument("--rounds", type=int, default=0, help="time the versions' 'train' step in turns, this many rounds")
     opt = cli.parse_args()

@@ -1,6 +1,6 @@
 """GPU check: fla's chunk_gated_delta_rule against train_gpt's PyTorch reference and a float64 recurrence.
 
-  python scripts/check_fla.py            (on a CUDA machine with fla-core installed)
+  python3 scripts/bench/check_fla.py           (on a CUDA machine with fla-core installed)
 
 Compares the forward output and the gradients of q, k, v, g and beta, with and without document resets,
 at the training shape (bf16, B=48, T=2048, train_gpt's default heads and head dim) and against float64
@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt  # noqa: E402
-from test_model import recurrence_fp64  # noqa: E402
+from scripts.common import recurrence_fp64  # noqa: E402
 
 logging.basicConfig(format="%(name)s: %(message)s")
 logging.getLogger("fla.backends").setLevel(logging.INFO)  # fla names the backend it dispatches to (FLA_FLASH_QLA)
