@@ -14,7 +14,7 @@ from conftest import ROOT
 from scripts.bench import bench_step, inductor_tables
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: runs on the GPU machine")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
 def test_bench_step_times_every_part_and_profiles(tmp_path):
     tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128",
             "DATA_PATH": str(tmp_path / "no_shards")}
@@ -29,7 +29,7 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: runs on the GPU machine")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
 def test_bench_step_rounds_time_the_versions_in_turns(tmp_path):
     tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128"}
     codes = f"../../train_gpt.py,{ROOT / 'train_gpt.py'},../../train_gpt.py"  # two names of one file: two versions

@@ -3,12 +3,10 @@
 # then one table (scripts/bench/compare_table.py). Needs the baseline in the ignored .baseline/ (see
 # scripts/bench/baseline_proxy.sh). Extra ENV=VALUE arguments go to our run only.
 #   DATA=/tmp/proxy SECONDS_BUDGET=150 bash scripts/bench/compare_proxy.sh all [ENV=VALUE ...]
-# Two runs of 300 s do not fit one 600 s device call: run `baseline` and `ours` in back-to-back calls
-# on the same machine, with OUT pointing at the same folder under /tmp (the call's own $OUT starts out
-# empty each time); the second call prints the table. Measured overhead of ours beyond its training
-# seconds (1xH100, session 4): 129-179 s compile warm-up on a fresh machine (~80 s once the caches are
-# warm), 38-46 s pre-quantization eval, ~30 s calibration, 45 s for the five rungs, 21 s reload and eval.
-# So ours at 300 s fits a call only after an earlier call on that machine has compiled the same shapes.
+# `baseline` and `ours` also run one at a time, one after the other on the same machine with OUT pointing at
+# the same folder; the second prints the table. Ours spends minutes beyond its training seconds on the compile
+# warm-up, the pre-quantization evaluation, calibration, the quantization ladder and the final evaluation
+# (measured times: notes/baseline_comparison.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:?usage: compare_proxy.sh all|baseline|ours [ENV=VALUE ...]}

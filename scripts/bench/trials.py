@@ -115,7 +115,7 @@ def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: 
         args = with_overrides(base_args, {**train_over, **eval_over})
         try:
             row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant_bits)
-        except Exception as e:  # one broken variant must not cost the rest of a device call
+        except Exception as e:  # one broken variant must not cost the others
             traceback.print_exc()
             row = {"variant": text, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)
