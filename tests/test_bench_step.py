@@ -1,5 +1,5 @@
-"""scripts/bench/bench_step.py end to end on a tiny model (GPU only): its per-part breakdown calls the blocks outside the
-model's own forward, so it breaks whenever a block reads something new from the model's context. And
+"""scripts/bench/bench_step.py end to end on a tiny model (GPU only): its per-part breakdown calls the blocks outside
+the model's own forward, so it breaks whenever a block reads something new from the model's context. And
 scripts/bench/inductor_tables.py, which reads what scripts/bench/profile_inductor.sh collects."""
 
 import os
