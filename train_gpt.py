@@ -105,8 +105,7 @@ class Hyperparameters:
     gptq_block = env("GPTQ_BLOCK", 128)
     quant_bits = env("QUANT_BITS", 6)  # the projections' levels: -31..31
     embed_bits = env("EMBED_BITS", 8)
-    # row step = max(s * k * rms(row), max|row|) / levels, s fitted to fill the cap: the ratios set the groups' rates
-    quant_k_mlp = env("QUANT_K_MLP", 16.0)
+    quant_k_mlp = env("QUANT_K_MLP", 16.0)  # row step max(s * k * rms, max|row|) / levels, s fitted to the cap
     quant_k_attn = env("QUANT_K_ATTN", 10.0)  # the one attention serves two layers
     quant_k_gdn = env("QUANT_K_GDN", 12.85)
     quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: row max / 127; the tied embedding is also the output head
@@ -368,9 +367,8 @@ if triton is not None:
 
     # The MLP's two hidden-width products with relu^2 in the epilogue: neither h nor dr ([tokens, 3d]) goes through
     # memory. Tiles move by TMA. The forward is persistent, its tile loop flattened into the K loop so that the next
-    # tile's loads overlap this tile's epilogue: 0.243 ms against 0.324 for pointer loads, one program per tile. The
-    # backward, which also reads r, is fastest one program per tile: 0.341 against 0.389; inside a tile loop, even
-    # one of a single pass, it took 0.53 (bench_relu2_tma.py, H200).
+    # tile's loads overlap this tile's epilogue. The backward, which also reads r, runs one program per tile, which
+    # measured faster than any tile loop (notes/relu2_kernels.md).
     @triton.jit
     def tile_product(a, b, m0, n0, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, B_KN: tl.constexpr):
         acc = tl.zeros((BM, BN), tl.float32)

@@ -1,6 +1,6 @@
 """Builds a FineWeb-like SP1024 export from JSONL(.zst) documents ({"text": ...} per line).
 
-  python data/build_proxy.py --inputs ../shared/data/proxy_docs.jsonl.zst --out data/proxy
+  python3 data/build_proxy.py --inputs proxy_docs.jsonl.zst --out data/proxy
 
 The first --val-docs documents of the first input are validation, all others training (the challenge
 does the same with its first 50,000). Unless --tokenizer names an existing model, a SentencePiece

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from logfields import fields  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from scripts.common import fields  # noqa: E402
 
 CAP = 16_000_000
 KEYS = ("code_sha256", "code_bytes", "steps", "train_time", "pre_bpb", "val_loss", "val_bpb", "bytes_total",

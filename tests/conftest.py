@@ -40,16 +40,21 @@ def random_document(rng: random.Random) -> str:
     return " ".join(parts)
 
 
-@pytest.fixture(scope="session")
+TRAINED = {}  # the tokenizer below, trained once per pytest run
+
+
+@pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> spm.SentencePieceProcessor:
-    rng = random.Random(0)
-    folder = tmp_path_factory.mktemp("tok")
-    docs = [random_document(rng) for _ in range(3000)]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(docs), model_prefix=str(folder / "tok"), vocab_size=400, minloglevel=2,
-                                   num_threads=1, **TRAINER_SETTINGS)
-    sp = spm.SentencePieceProcessor(model_file=str(folder / "tok.model"))
-    sp.model_path = str(folder / "tok.model")
-    return sp
+    if "tokenizer" not in TRAINED:
+        rng = random.Random(0)
+        folder = tmp_path_factory.mktemp("tok")
+        docs = [random_document(rng) for _ in range(3000)]
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(docs), model_prefix=str(folder / "tok"), vocab_size=400,
+                                       minloglevel=2, num_threads=1, **TRAINER_SETTINGS)
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "tok.model"))
+        sp.model_path = str(folder / "tok.model")
+        TRAINED["tokenizer"] = sp
+    return TRAINED["tokenizer"]
 
 
 def encode_stream(sp, docs) -> np.ndarray:

@@ -1,29 +1,26 @@
-"""scripts/bench_step.py end to end on a tiny model (GPU only): its per-part breakdown calls the blocks outside the
-model's own forward, so it breaks whenever a block reads something new from the model's context. And
-scripts/inductor_tables.py, which reads what scripts/profile_inductor.sh collects."""
+"""scripts/bench/bench_step.py end to end on a tiny model (GPU only): its per-part breakdown calls the blocks outside
+the model's own forward, so it breaks whenever a block reads something new from the model's context. And
+scripts/bench/inductor_tables.py, which reads what scripts/bench/profile_inductor.sh collects."""
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import bench_step  # noqa: E402
-import inductor_tables  # noqa: E402
+from conftest import ROOT
+from scripts.bench import bench_step, inductor_tables
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: runs on the GPU machine")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
 def test_bench_step_times_every_part_and_profiles(tmp_path):
     tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128",
             "DATA_PATH": str(tmp_path / "no_shards")}
     run = subprocess.run([sys.executable, "bench_step.py", "--variants", "train", "--shapes", "2x256", "--steps", "2",
-                          "--profile", "1", "--who", "3"], cwd=ROOT / "scripts", env={**os.environ, **tiny},
-                         capture_output=True, text=True, timeout=600)
+                          "--profile", "1", "--who", "3"], cwd=ROOT / "scripts" / "bench",
+                         env={**os.environ, **tiny}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step",
                  "GPU idle between kernels", "who launched them"):
@@ -32,17 +29,17 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: runs on the GPU machine")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
 def test_bench_step_rounds_time_the_versions_in_turns(tmp_path):
     tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128"}
-    codes = f"../train_gpt.py,{ROOT / 'train_gpt.py'},../train_gpt.py"  # two names of one file: two versions
+    codes = f"../../train_gpt.py,{ROOT / 'train_gpt.py'},../../train_gpt.py"  # two names of one file: two versions
     run = subprocess.run([sys.executable, "bench_step.py", "--shapes", "2x256", "--steps", "2", "--rounds", "3",
-                          "--code", codes], cwd=ROOT / "scripts", env={**os.environ, **tiny},
+                          "--code", codes], cwd=ROOT / "scripts" / "bench", env={**os.environ, **tiny},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("round ") == 3 and run.stdout.count("built ") == 2, run.stdout[-3000:]
     last = run.stdout.splitlines()[-2:]
-    assert last[0].split()[0] == "../train_gpt.py" and last[0].split()[-2:] == ["+0.00", "0/3"], last
+    assert last[0].split()[0] == "../../train_gpt.py" and last[0].split()[-2:] == ["+0.00", "0/3"], last
 
 
 def test_paired_summary_compares_each_round_with_the_first_version():

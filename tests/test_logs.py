@@ -1,17 +1,12 @@
-"""The log readers (scripts/logfields.py and the scripts built on it) on hand-written lines in the formats of
+"""The log readers (scripts/common.py and the scripts built on it) on hand-written lines in the formats of
 train_gpt.py, the challenge baseline and its rescoring."""
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from scripts.bench import compare_table
+from scripts.tools import summarize_logs
 from shards import write_shard
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import compare_table  # noqa: E402
-import summarize_logs  # noqa: E402
 
 BASELINE = """train_batch_tokens:1000 train_seq_len:1024 iterations:20000
 step:10/20000 val_loss:2.5000 val_bpb:1.5000 train_time:60000ms step_avg:6000.00ms

@@ -2,14 +2,14 @@
 
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import PLAIN_INPUTS, ROOT, TINY_MODEL, tiny_model
+from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_model
+from scripts.common import recurrence_fp64
 
 in_triton_interpreter = pytest.mark.skipif(
     train_gpt.triton is None or os.environ.get("TRITON_INTERPRET") != "1",
@@ -24,19 +24,6 @@ def assert_no_worse_than_before(names, fast, before, exact):
     for name, f, b, e in zip(names, fast, before, exact):
         err = lambda t: ((t.double() - e).norm() / e.norm()).item()  # noqa: E731
         assert err(f) < 1e-2 and err(f) <= err(b) + 1e-3, (name, err(f), err(b))
-
-
-def recurrence_fp64(q, k, v, g, beta, scale):
-    """The Gated DeltaNet recurrence one token at a time, in float64."""
-    q, k, v, g, beta = (t.double() for t in (q, k, v, g, beta))
-    B, T, H, K = q.shape
-    S, out = torch.zeros(B, H, K, v.size(-1), dtype=torch.float64, device=q.device), []
-    for t in range(T):
-        S = S * g[:, t].exp()[..., None, None]
-        delta = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k[:, t], S))
-        S = S + k[:, t, :, :, None] * delta[:, :, None, :]
-        out.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
-    return torch.stack(out, 1)
 
 
 def random_gdn_inputs(B, T, H, K, seed):
@@ -156,8 +143,7 @@ def test_triton_conv_kernels_in_the_interpreter_match_the_fp64_reference(B, T, h
 @in_triton_interpreter
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # as above
 def test_tune_conv_launches_the_kernels_as_convqkv_does():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import tune_conv
+    from scripts.bench import tune_conv
     B, T, heads, D = 2, 70, 2, 16
     x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cpu", seed=5)
     g = torch.randn(B, T, heads * D, generator=torch.Generator().manual_seed(6))
@@ -169,16 +155,6 @@ def test_tune_conv_launches_the_kernels_as_convqkv_does():
     dx, dweight = torch.autograd.grad(outs, (x, weight), (g, g, g))
     assert torch.equal(written["v"], outs[2]) and torch.equal(written["dx"], dx)
     assert torch.equal(written["dweight"].sum(0), dweight)
-
-
-def test_bench_relu2_derivative_from_the_output_is_autograds():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_relu2 import RELU2
-    h = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    g = torch.randn(50, 7, dtype=torch.float64)
-    (want,), (got,) = (torch.autograd.grad(RELU2[k](h), h, g) for k in ("autograd", "saves_r"))
-    assert torch.equal(RELU2["saves_r"](h), RELU2["autograd"](h)) and torch.allclose(got, want, rtol=1e-12, atol=0)
-    assert (h < 0).any() and torch.equal(got[h < 0], torch.zeros_like(got[h < 0]))
 
 
 def relu2_case(seed: int, backward: bool, M: int = 50, K: int = 24, N: int = 40):
@@ -197,25 +173,6 @@ def test_relu2_matmul_epilogues_in_the_interpreter(backward):
     b = bt.t().contiguous() if backward else bt.t()  # [K, N]: contiguous in the backward, a view of [N, K] forward
     out = train_gpt.relu2_matmul(a.float(), b.float(), r.float() if backward else None)
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
-
-
-@in_triton_interpreter
-@pytest.mark.parametrize("backward", [False, True])
-def test_bench_relu2_tma_kernels_in_the_interpreter(backward):
-    """The study's TMA kernels, one tile per program and persistent with each of its options (three programs walk
-    four tiles here), compute what train_gpt's kernel computes."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_relu2_tma as study
-    a, bt, r, want = relu2_case(4, backward)
-    a, b, r = a.float(), (bt.t().contiguous() if backward else bt).float(), r.float()  # b [K, N] or [N, K]
-    out, cfg = torch.empty(*want.shape), (32, 32, 16, 4, 2)
-    runs = [study.tma_launcher(a, b, not backward, r, out, backward, cfg, early) for early in (False, True)]
-    runs += [study.persistent_launcher(a, b, not backward, r, out, backward, cfg, flags)
-             for flags in study.PERSISTENT["backward" if backward else "forward"]]
-    for run in runs:
-        out.zero_()
-        run()
-        assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @in_triton_interpreter

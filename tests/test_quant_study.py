@@ -1,16 +1,11 @@
-"""scripts/quant_study.py on a tiny model: every row is fitted, packed, reloaded from its bytes and scored."""
-
-import sys
-from pathlib import Path
+"""scripts/bench/quant_study.py on a tiny model: every row is fitted, packed, reloaded from its bytes and scored."""
 
 import pytest
 import torch
 
 import train_gpt
 from conftest import ROOT, tiny_args, tiny_model
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import quant_study  # noqa: E402
+from scripts.bench import quant_study
 
 
 def test_every_row_is_fitted_reloaded_and_scored(markov_data, tokenizer, tmp_path):

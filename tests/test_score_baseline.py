@@ -1,4 +1,4 @@
-"""scripts/score_baseline.py: the challenge baseline scored by our evaluation. Needs the baseline's
+"""scripts/bench/score_baseline.py: the challenge baseline scored by our evaluation. Needs the baseline's
 train_gpt.py in the ignored .baseline/ (never committed), so a clean clone skips these."""
 
 import io
@@ -16,8 +16,7 @@ from conftest import encode_stream, random_document, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / ".baseline" / "train_gpt.py"
-pytestmark = pytest.mark.skipif(not BASELINE.is_file(), reason="no .baseline/train_gpt.py (see baseline_proxy.sh)")
-sys.path.insert(0, str(ROOT / "scripts"))
+pytestmark = pytest.mark.skipif(not BASELINE.is_file(), reason="no .baseline/train_gpt.py (see scripts/bench/baseline_proxy.sh)")
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def tiny_baseline(tmp_path, monkeypatch, tokenizer):
                      VOCAB_SIZE="400", DATA_PATH=str(tmp_path), TOKENIZER_PATH=tokenizer.model_path,
                      EVAL_STRIDE="32", EVAL_BATCH_SEQS="8").items():
         monkeypatch.setenv(k, v)
-    import score_baseline
+    from scripts.bench import score_baseline
     base = score_baseline.load_module(str(BASELINE), "baseline_train_gpt")
     h = base.Hyperparameters()
     torch.manual_seed(0)
@@ -48,7 +47,7 @@ def tiny_baseline(tmp_path, monkeypatch, tokenizer):
 
 def score(folder: Path, *log: str) -> subprocess.CompletedProcess:
     """In a fresh process, as compare_proxy.sh runs it: both scripts read their settings at import."""
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "score_baseline.py"), str(BASELINE),
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "score_baseline.py"), str(BASELINE),
                            str(folder / "model.ptz"), *log], capture_output=True, text=True, env=os.environ.copy())
 
 

@@ -1,9 +1,8 @@
-"""scripts/trials.py on CPU: variants parse, eval-only variants reuse the trained model, rows are scored."""
+"""scripts/bench/trials.py on CPU: variants parse, eval-only variants reuse the trained model, rows are scored."""
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import torch
 import train_gpt
 from conftest import ROOT, tiny_args
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import trials  # noqa: E402
+from scripts.bench import trials
 
 
 def test_variants_split_training_from_evaluation_settings():
@@ -92,7 +90,7 @@ def test_equal_steps_script_trains_each_version_in_its_own_tree(markov_data, tok
             "TRAIN_BATCH_TOKENS": "512", "COMPILE_WARMUP_STEPS": "0", "EVAL_SEQ_LEN": "64", "EVAL_STRIDE": "32",
             "EVAL_BATCH_SEQS": "8", "DATA": str(markov_data), "OUT": str(tmp_path / "out"), "ITERATIONS": "3",
             "SEEDS": "1 2", "VAL_TOKENS": "300", "CUDA_VISIBLE_DEVICES": ""}  # plumbing: no GPU compiles
-    run = subprocess.run(["bash", str(ROOT / "scripts" / "equal_steps.sh"), str(ROOT / "train_gpt.py"), str(copy)],
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "bench" / "equal_steps.sh"), str(ROOT / "train_gpt.py"), str(copy)],
                          env={**os.environ, **tiny}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [line.split(" | ") for line in run.stdout.splitlines() if line.startswith(("| 1_", "| 2_"))]

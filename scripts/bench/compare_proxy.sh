@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Ours against the challenge's baseline on one GPU: same proxy shards, tokenizer and training seconds,
+# then one table (scripts/bench/compare_table.py). Needs the baseline in the ignored .baseline/ (see
+# scripts/bench/baseline_proxy.sh). Extra ENV=VALUE arguments go to our run only.
+#   DATA=/tmp/proxy SECONDS_BUDGET=150 bash scripts/bench/compare_proxy.sh all [ENV=VALUE ...]
+# `baseline` and `ours` also run one at a time, one after the other on the same machine with OUT pointing at
+# the same folder; the second prints the table. Ours spends minutes beyond its training seconds on the compile
+# warm-up, the pre-quantization evaluation, calibration, the quantization ladder and the final evaluation
+# (measured times: notes/baseline_comparison.md).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+what=${1:?usage: compare_proxy.sh all|baseline|ours [ENV=VALUE ...]}
+shift
+export DATA=${DATA:-/tmp/proxy} SECONDS_BUDGET=${SECONDS_BUDGET:-150}
+OUTDIR=$(realpath -m "${OUT:-logs}")
+mkdir -p "$OUTDIR"
+if [[ $what == all || $what == baseline ]]; then
+  RUN_ID=cmp_baseline bash scripts/bench/baseline_proxy.sh
+  DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model python3 scripts/bench/score_baseline.py .baseline/train_gpt.py \
+    .baseline/run/final_model.int8.ptz "$OUTDIR/cmp_baseline.log" 2>&1 | tee "$OUTDIR/cmp_baseline_ours_metric.log"
+fi
+if [[ $what == all || $what == ours ]]; then
+  OUT=$OUTDIR RUN_ID=cmp_ours bash scripts/tools/proxy_train.sh "$@"
+fi
+logs=("$OUTDIR/cmp_baseline.log" "$OUTDIR/cmp_baseline_ours_metric.log" "$OUTDIR/cmp_ours.log")
+if [[ -f ${logs[0]} && -f ${logs[2]} ]]; then
+  python3 scripts/bench/compare_table.py "$DATA" "${logs[@]}" | tee "$OUTDIR/compare_table.txt"
+fi

@@ -1,0 +1,166 @@
+"""Proxy trials side by side: each variant trains train_gpt.py's model in this one process, on the same
+GPU, shards and step (or wall-clock) budget, and is scored before quantization with train_gpt's own
+sliding-window evaluation. Prints one table, with each row's difference to the first.
+
+    python3 scripts/bench/trials.py --seconds 100 --val-tokens 1048576 --out trials.jsonl \
+        base SEED=1338 "MATRIX_LR=0.03" "base EVAL_SEQ_LEN=1024"
+
+A variant is "base" (the defaults) or a space-separated list of KEY=VALUE overrides of train_gpt's
+Hyperparameters (the environment variable names). Variants that differ only in EVAL_* keys share one
+trained model. Settings not overridden come from the environment exactly as for train_gpt.py
+(DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
+variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
+the same N for every row, so rows compare but are not full-validation scores. --quant also scores each
+trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted to the byte cap with
+train_gpt.py's own size as the code, packed and reloaded from the bytes. A variant that fails
+(an error in training or evaluation) is logged with its traceback and kept in the table as failed; the
+others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+import train_gpt as tg  # noqa: E402
+
+
+def parse_variant(text: str) -> tuple[dict, dict]:
+    """(training overrides, evaluation overrides), keys as Hyperparameters attribute names."""
+    train, evals = {}, {}
+    for item in text.split():
+        if item == "base":
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(tg.Hyperparameters, key.lower()):
+            raise SystemExit(f"bad variant item {item!r}: expected base or KEY=VALUE with KEY a train_gpt setting")
+        (evals if key.startswith("EVAL_") else train)[key.lower()] = value
+    return train, evals
+
+
+def with_overrides(args, overrides: dict):
+    out = copy.copy(args)
+    for key, value in overrides.items():
+        setattr(out, key, type(getattr(args, key))(value))
+    return out
+
+
+def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
+    """train_gpt's training on one device; returns an uncompiled model holding the EMA weights."""
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model = tg.build_model(args, device)
+    make_loader = lambda: tg.DistributedLoader(args.train_files, args.vocab_size, 0, 1,  # noqa: E731
+                                               args.micro_batch_seqs, args.train_seq_len, device)
+    result = tg.train(args, model, model, make_loader, device)
+    plain = tg.GDNHybrid(args.model_config()).to(device)
+    result["ema"].copy_to(plain)
+    stats = {"params": sum(p.numel() for p in plain.parameters()), "steps": result["steps"],
+             "train_time": result["train_time"], "tokens": result["steps"] * args.train_batch_tokens,
+             "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
+    return plain, stats
+
+
+def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
+    """The model as train_gpt.py packs it (calibration, GPTQ fitted to the cap), reloaded from the bytes."""
+    blob = tg.fit_artifact(model, tg.calibrate(model, args, device), args.model_config(),
+                           len(Path(tg.__file__).read_bytes()), args)
+    return tg.model_from_blob(blob, device), len(blob)
+
+
+def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False) -> dict:
+    if key not in trained:
+        print(f"=== trial: {text} (training)", flush=True)
+        model, stats = train_variant(args, device)
+        quantized = quantized_copy(model, args, device) if quant else None
+        trained[key] = model, stats, quantized
+    model, stats, quantized = trained[key]
+    print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
+    result = tg.evaluate(model, val_tokens, luts, args, device, args.eval_stride)
+    row = {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
+           "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
+           "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
+           "eval_seconds": result["seconds"]}
+    if quantized is not None:
+        row["artifact_bytes"] = quantized[1]
+        row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args, device, args.eval_stride)["val_bpb"]
+    return row
+
+
+def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None,
+        quant=False) -> list[dict]:
+    rows, trained = [], {}
+    for text in variants:
+        train_over, eval_over = parse_variant(text)
+        key = json.dumps(train_over, sort_keys=True)
+        args = with_overrides(base_args, {**train_over, **eval_over})
+        try:
+            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant)
+        except Exception as e:  # one broken variant must not cost the others
+            traceback.print_exc()
+            row = {"variant": text, "error": f"{type(e).__name__}: {e}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if out:
+            with open(out, "a", encoding="utf-8") as f:
+                print(json.dumps(row), file=f)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown rows; Δ is against the first row that did not fail."""
+    out = ["| variant | params | steps | tokens/s | epochs | peak MiB | eval len/stride | val_bpb | Δ vs first "
+           "| after GPTQ | Δ vs first |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    ok = [r for r in rows if "error" not in r]
+    first = ok[0] if ok else {}
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['variant']} | failed: {r['error'][:80]} | | | | | | | | | |")
+            continue
+        quant = "| - | - |"
+        if "val_bpb_quant" in r and "val_bpb_quant" in first:
+            quant = f"| {r['val_bpb_quant']:.5f} | {r['val_bpb_quant'] - first['val_bpb_quant']:+.5f} |"
+        out.append(f"| {r['variant']} | {r['params']:,} | {r['steps']} | {r['tok_per_s']:,.0f} | {r['epochs']:.2f} | "
+                   f"{r['peak_mib']:,} | {r['eval']} | {r['val_bpb']:.5f} | {r['val_bpb'] - first['val_bpb']:+.5f} "
+                   + quant)
+    return "\n".join(out)
+
+
+def main():
+    cli = argparse.ArgumentParser(usage=__doc__)
+    cli.add_argument("variants", nargs="+")
+    cli.add_argument("--seconds", type=float, required=True, help="training seconds per variant (0: ITERATIONS)")
+    cli.add_argument("--val-tokens", type=int, default=0, help="score the first N validation tokens (0: all)")
+    cli.add_argument("--out", help="append one JSON line per row here")
+    cli.add_argument("--quant", action="store_true", help="also score after GPTQ fitted to the cap, from the bytes")
+    opt = cli.parse_args()
+    for text in opt.variants:
+        parse_variant(text)  # fail on a typo before any training
+    args = tg.Hyperparameters()
+    args.max_wallclock_seconds = opt.seconds
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    sp = tg.load_tokenizer(args)
+    val_tokens = tg.load_val_tokens(args.val_files, args.vocab_size)
+    if opt.val_tokens:
+        val_tokens = val_tokens[:opt.val_tokens + 1]
+    luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
+    train_tokens = tg.count_tokens(args.train_files)
+    t = time.perf_counter()
+    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, opt.quant)
+    scored = [r["eval_tokens"] for r in rows if "error" not in r]
+    print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: "
+          f"{scored[0] if scored else 0:,}; failed: {len(rows) - len(scored)}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

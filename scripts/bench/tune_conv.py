@@ -1,0 +1,82 @@
+"""Times train_gpt.py's three Triton conv kernels alone at the training shape, for several tile lengths
+(BT) and warp counts (each a new compile, for q, k and v apiece), and prints one table (GPU ms per call,
+and per step of ten GDN layers).
+
+    python3 scripts/bench/tune_conv.py [--shape 48x2048] [--bt 16,32] [--warps 2,4]
+
+Each kernel is launched on the same inputs as ConvQKV gives it (x = [q | k | v] projections, bf16, with
+a BOS about every 700 tokens); ConvQKV's own launch (BT = ConvQKV.BT; 4 warps, 2 for conv_bwd) is
+marked. Memory traffic floor: reading and writing each [B, T, 3d] bf16 tensor once, at 3.35 TB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+import train_gpt as tg  # noqa: E402
+from scripts.common import cuda_ms  # noqa: E402
+
+H100_TBPS = 3.35
+
+
+def inputs(B, T, d, K, device):
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(B, T, 3 * d, device=device, generator=gen).bfloat16()
+    w = torch.randn(3 * d, K, device=device, generator=gen) * 0.5
+    doc = (torch.rand(B, T, device=device, generator=gen) < 1 / 700).int().cumsum(1).int()
+    g = torch.randn(B, T, d, device=device, generator=gen).bfloat16()
+    return x, w, doc, g
+
+
+def launches(x, w, doc, g, heads, BT):
+    """The three kernels as ConvQKV launches them (q, k and v parts each), as functions of the warp count,
+    and the buffers they write. Run in order they compute what ConvQKV does with g as every part's gradient:
+    tests/test_model.py checks that against ConvQKV, so this copy of its launches cannot drift unseen."""
+    (B, T, C), K = x.shape, w.size(1)
+    D, grid = C // (3 * heads), (B, -(-T // BT), heads)
+    out, da, dx = torch.empty_like(g), torch.empty_like(x), torch.empty_like(x)
+    dw_parts = x.new_empty(B * grid[1], C, K, dtype=torch.float32)
+
+    def each_part(kernel, *a):
+        return lambda nw: [kernel[grid](*a, T, C, heads, part, K, BT, D, num_warps=nw) for part in range(3)]
+    return {
+        "conv_qkv_fwd": each_part(tg.conv_qkv_fwd_kernel, x, w, doc, out),
+        "conv_qkv_bwd": each_part(tg.conv_qkv_bwd_kernel, x, w, doc, g, da),
+        "conv_bwd": lambda nw: tg.conv_bwd_kernel[(B, grid[1], 3 * heads)](da, x, w, doc, dx, dw_parts, T, C, K, BT, D,
+                                                                           num_warps=nw),
+    }, {"v": out, "dx": dx, "dweight": dw_parts}
+
+
+def main():
+    cli = argparse.ArgumentParser()
+    cli.add_argument("--shape", default="48x2048")
+    cli.add_argument("--bt", default="16,32")
+    cli.add_argument("--warps", default="2,4")
+    a = cli.parse_args()
+    args, device = tg.Hyperparameters(), torch.device("cuda")
+    B, T = map(int, a.shape.split("x"))
+    x, w, doc, g = inputs(B, T, args.model_dim, args.conv_size, device)
+    layers = args.gdn_per_group * 2
+    floor = {"conv_qkv_fwd": 2, "conv_qkv_bwd": 3, "conv_bwd": 3}  # [B, T, 3d] tensors read + written
+    rows = []
+    for BT in map(int, a.bt.split(",")):
+        for name, fn in launches(x, w, doc, g, args.num_heads, BT)[0].items():
+            for nw in map(int, a.warps.split(",")):
+                fn(nw)  # compiles
+                rows.append((name, BT, nw, cuda_ms(lambda: fn(nw), 20)))
+                print(f"measured {name} BT={BT} warps={nw}: {rows[-1][3]:.3f} ms", flush=True)  # ~1 s to compile each
+    print(f"shape {B}x{T}, {layers} GDN layers; * = current launch (BT={tg.ConvQKV.BT}, 4 warps; conv_bwd 2)")
+    print(f"{'kernel':14s} {'BT':>4s} {'warps':>5s} {'ms/call':>8s} {'ms/step':>8s} {'floor ms':>8s}")
+    for name, BT, nw, ms in sorted(rows, key=lambda r: (r[0], r[3])):
+        mark = "*" if (BT, nw) == (tg.ConvQKV.BT, 2 if name == "conv_bwd" else 4) else ""
+        floor_ms = floor[name] * x.numel() * 2 / (H100_TBPS * 1e9)
+        print(f"{name:14s} {BT:4d} {nw:5d} {ms:8.3f} {ms * layers:8.2f} {floor_ms:8.3f} {mark}")
+
+
+if __name__ == "__main__":
+    main()
