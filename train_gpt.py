@@ -108,7 +108,7 @@ class Hyperparameters:
     quant_k_mlp = env("QUANT_K_MLP", 16.0)  # row step max(s * k * rms, max|row|) / levels, s fitted to the cap
     quant_k_attn = env("QUANT_K_ATTN", 10.0)  # the one attention serves two layers
     quant_k_gdn = env("QUANT_K_GDN", 12.85)
-    quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: row max / 127; the tied embedding is also the output head
+    quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: each row's max / levels; it is also the output head
     fit_slack_bytes = env("FIT_SLACK_BYTES", 50_000)
     artifact_cap_bytes = env("ARTIFACT_CAP_BYTES", 16_000_000)
 
@@ -908,7 +908,7 @@ def weight_group(name: str) -> str:
 
 
 def row_steps(W: Tensor, k: float, qmax: int) -> Tensor:
-    """Per-row step k * rms(row) / qmax, never finer than max|row| / qmax so that no weight is clipped;
+    """Per-row step k * rms(row) / qmax, never finer than max|row| / qmax so that rounding clips no weight;
     rounded to the fp16 it is stored as, and never below fp16's smallest step (an all-zero row)."""
     spread = torch.maximum(k * W.square().mean(1).sqrt(), W.abs().amax(1))
     return (spread / qmax).clamp_min(2 ** -24).half().float()
@@ -979,8 +979,8 @@ def quantize_model(plan: dict[str, tuple], scale: float, args) -> dict[str, Tens
     return {k: t.cpu() for k, t in arrays.items()}
 
 
-FIT_LOG2_SCALES = (-3.0, 2.0)  # the fit's range for log2 of the QUANT_K_* multiplier: at 1/8 every row sits at
-FIT_TRIES = 8                  # its clip-free floor; past 4 a step is coarser than any weight worth its bytes
+FIT_LOG2_SCALES = (-3.0, 2.0)  # the fit's range for log2 of the QUANT_K_* multiplier: at 1/8 the default factors
+FIT_TRIES = 8                  # put rows at their clip-free floor; past 4 steps are coarser than any weight is worth
 
 
 def next_log2_scale(tries: list[tuple[float, int]], target: float, lo: float, hi: float, bytes_per_bit: float):
