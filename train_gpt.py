@@ -1076,10 +1076,10 @@ def read_header(blob: bytes) -> tuple[dict, int]:
         raise ValueError(f"not a GDN-Hybrid artifact (magic {blob[:5]!r}, expected {ARTIFACT_MAGIC!r})")
     n = int.from_bytes(blob[5:9], "little")
     header = json.loads(zstandard.ZstdDecompressor().decompress(blob[9:9 + n]))
-    if 9 + n + sum(size for _, size in header["frames"]) != len(blob):
-        raise ValueError(f"artifact is {len(blob)} bytes but its header describes "
-                         f"{9 + n + sum(size for _, size in header['frames'])}: truncated or corrupt; re-copy it or "
-                         f"re-run training")
+    described = 9 + n + sum(size for _, size in header["frames"])
+    if described != len(blob):
+        raise ValueError(f"artifact is {len(blob)} bytes but its header describes {described}: truncated or corrupt; "
+                         f"re-copy it or re-run training")
     return header, 9 + n
 
 
