@@ -1,6 +1,6 @@
 """What the scripts share, and the only module besides train_gpt.py that scripts and records/make_record.py
 import: where each number sits in a log (train_gpt.py's and the challenge baseline's), loading a version of
-train_gpt.py as a module, timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
+train_gpt.py as a module, a copy of its settings with overrides, timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
 scripts/bench/check_fla.py and of the tests). torch is imported only where it is used, so the log readers
 run without it.
 
@@ -11,6 +11,7 @@ A script imports it after putting the repository root on sys.path (which train_g
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 import sys
@@ -50,6 +51,14 @@ def fields(text: str, patterns: dict = OURS) -> dict[str, str | None]:
     return {key: find(pattern, text) for key, pattern in patterns.items()}
 
 # ---------------------------------------------------------------- modules and timing
+
+
+def with_overrides(args, overrides: dict):
+    """A copy of train_gpt's Hyperparameters with settings (attribute names) replaced, each cast to its type."""
+    out = copy.copy(args)
+    for key, value in overrides.items():
+        setattr(out, key, type(getattr(args, key))(value))
+    return out
 
 
 def load_module(path: str, name: str):

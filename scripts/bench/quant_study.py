@@ -18,7 +18,6 @@ with its own size as the code. Other settings come from the same environment var
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -27,18 +26,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import load_module  # noqa: E402
+from scripts.common import load_module, with_overrides  # noqa: E402
 
 
 def parse_variant(text: str, args) -> tuple[str, object]:
     label, sep, items = text.partition(":")
-    out = copy.copy(args)
+    overrides = {}
     for item in items.split() if sep and items.strip() else ["?"]:
         key, eq, value = item.partition("=")
         if not eq or not hasattr(args, key.lower()):
             raise SystemExit(f"--variant {text!r}: expected 'LABEL: KEY=VALUE ...' with KEY a train_gpt setting")
-        setattr(out, key.lower(), type(getattr(args, key.lower()))(value))
-    return label.strip(), out
+        overrides[key.lower()] = value
+    return label.strip(), with_overrides(args, overrides)
 
 
 def fitted(module, model, hessians, args, code_bytes: int, device) -> tuple[bytes, tg.GDNHybrid]:

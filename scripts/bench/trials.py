@@ -20,7 +20,6 @@ others still run.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -31,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
+from scripts.common import with_overrides  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[dict, dict]:
@@ -44,13 +44,6 @@ def parse_variant(text: str) -> tuple[dict, dict]:
             raise SystemExit(f"bad variant item {item!r}: expected base or KEY=VALUE with KEY a train_gpt setting")
         (evals if key.startswith("EVAL_") else train)[key.lower()] = value
     return train, evals
-
-
-def with_overrides(args, overrides: dict):
-    out = copy.copy(args)
-    for key, value in overrides.items():
-        setattr(out, key, type(getattr(args, key))(value))
-    return out
 
 
 def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
