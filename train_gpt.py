@@ -109,6 +109,8 @@ class Hyperparameters:
     quant_k_attn = env("QUANT_K_ATTN", 10.0)  # the one attention serves two layers
     quant_k_gdn = env("QUANT_K_GDN", 12.85)
     quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: each row's max / levels; it is also the output head
+    quant_spread_hessian = env("QUANT_SPREAD_HESSIAN", 0)
+    quant_row_share = env("QUANT_ROW_SHARE", 0.0)
     fit_slack_bytes = env("FIT_SLACK_BYTES", 50_000)
     artifact_cap_bytes = env("ARTIFACT_CAP_BYTES", 16_000_000)
 
@@ -907,11 +909,18 @@ def weight_group(name: str) -> str:
         "attn.") else "gdn"
 
 
-def row_steps(W: Tensor, k: float, qmax: int) -> Tensor:
-    """Per-row step k * rms(row) / qmax, never finer than max|row| / qmax so that rounding clips no weight;
+def row_spread(W: Tensor, h: Tensor | None, share: float) -> Tensor:
+    """Each row's rms, weighted by its inputs' energy diag(H) where there is a Hessian, blended
+    geometrically with the tensor's spread by `share` (1: one step for the whole tensor)."""
+    sq = W.square() if h is None else W.square() * (h / h.mean().clamp_min(1e-30))
+    row = sq.mean(1).sqrt()
+    return row ** (1 - share) * sq.mean().sqrt() ** share
+
+
+def row_steps(W: Tensor, spread: Tensor, k: float, qmax: int) -> Tensor:
+    """Per-row step k * spread / qmax, never finer than max|row| / qmax so that rounding clips no weight;
     rounded to the fp16 it is stored as, and never below fp16's smallest step (an all-zero row)."""
-    spread = torch.maximum(k * W.square().mean(1).sqrt(), W.abs().amax(1))
-    return (spread / qmax).clamp_min(2 ** -24).half().float()
+    return (torch.maximum(k * spread, W.abs().amax(1)) / qmax).clamp_min(2 ** -24).half().float()
 
 
 def quantize_rtn(W: Tensor, step: Tensor, qmax: int) -> Tensor:
@@ -954,9 +963,12 @@ def quant_plan(model: nn.Module, hessians: dict[str, Tensor], args) -> dict[str,
         if is_matrix(name, p):
             if name not in hessians:
                 raise RuntimeError(f"no calibration statistics for {name}: its forward hook never ran")
-            plan[name] = (weight_group(name), *gptq_prepare(p, hessians[name], args.gptq_damp))
+            h = hessians[name].diagonal().float() if args.quant_spread_hessian else None
+            plan[name] = (weight_group(name), *gptq_prepare(p, hessians[name], args.gptq_damp),
+                          row_spread(p, h, args.quant_row_share))
         else:
-            plan[name] = ("embed" if name == "embed.weight" else None, p, None)
+            group = "embed" if name == "embed.weight" else None
+            plan[name] = (group, p, None, row_spread(p, None, args.quant_row_share) if group else None)
     return plan
 
 
@@ -968,12 +980,12 @@ def quantize_model(plan: dict[str, tuple], scale: float, args) -> dict[str, Tens
     """Every group at step scale * QUANT_K_group * rms / qmax: QUANT_BITS levels for the projections,
     EMBED_BITS for the embedding; fp16 for the small rest."""
     arrays = {}
-    for name, (group, W, Hinv) in plan.items():
+    for name, (group, W, Hinv, spread) in plan.items():
         if group is None:
             arrays[name + ":f"] = W.half()
             continue
         qmax = 2 ** ((args.embed_bits if group == "embed" else args.quant_bits) - 1) - 1
-        step = row_steps(W, scale * group_k(group, args), qmax)
+        step = row_steps(W, spread, scale * group_k(group, args), qmax)
         q = quantize_rtn(W, step, qmax) if Hinv is None else quantize_gptq(W, Hinv, step, qmax, args.gptq_block)
         arrays[name + ":q"], arrays[name + ":s"] = q, step.half()
     return {k: t.cpu() for k, t in arrays.items()}
@@ -1000,7 +1012,7 @@ def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=N
     which check_budget then refuses on every rank. Every try is logged, then the choice per group."""
     t, plan = time.perf_counter(), quant_plan(model, hessians, args)
     cap, floor = args.artifact_cap_bytes, args.artifact_cap_bytes - args.fit_slack_bytes
-    n_quant = sum(W.numel() for group, W, _ in plan.values() if group)
+    n_quant = sum(W.numel() for group, W, *_ in plan.values() if group)
     (lo, hi), tries, blobs, x = FIT_LOG2_SCALES, [], {}, 0.0
     for i in range(FIT_TRIES):
         blobs[x] = pack_artifact(config, quantize_model(plan, 2 ** x, args))
@@ -1022,7 +1034,7 @@ def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=N
 def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, args, seconds: float, logfile=None):
     """Each group's factor after the fit and its packed bits per weight, read from the artifact's sections."""
     sizes, params = artifact_section_bytes(blob), {}
-    for group, W, _ in plan.values():
+    for group, W, *_ in plan.values():
         params[group or "rest"] = params.get(group or "rest", 0) + W.numel()
     groups = " ".join(f"{g}:k{scale * group_k(g, args):.2f}/{8 * sizes.get(g, 0) / params[g]:.3f}bits"
                       for g in SECTIONS if g in params and g != "rest")

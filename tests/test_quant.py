@@ -48,14 +48,14 @@ def dequant(q, s):
 
 def gptq(W, X, k, bits=6):
     qmax = 2 ** (bits - 1) - 1
-    step = train_gpt.row_steps(W, k, qmax)
+    step = train_gpt.row_steps(W, train_gpt.row_spread(W, None, 0.0), k, qmax)
     W, Hinv = train_gpt.gptq_prepare(W, X.T @ X / len(X), 0.01)
     return train_gpt.quantize_gptq(W, Hinv, step, qmax, 32), step
 
 
 def rtn(W, k, bits=6):
     qmax = 2 ** (bits - 1) - 1
-    step = train_gpt.row_steps(W, k, qmax)
+    step = train_gpt.row_steps(W, train_gpt.row_spread(W, None, 0.0), k, qmax)
     return train_gpt.quantize_rtn(W, step, qmax), step
 
 
@@ -69,7 +69,7 @@ def test_int6_values_stay_in_range(k):
 def test_the_step_follows_the_row_spread_and_never_clips():
     X, W = correlated_layer()
     W[5, 7] = 40 * W[5].abs().max()  # an outlier larger than k * rms: its row's step grows to keep it
-    step = train_gpt.row_steps(W, 12.0, 31)
+    step = train_gpt.row_steps(W, train_gpt.row_spread(W, None, 0.0), 12.0, 31)
     rms = W.square().mean(1).sqrt()
     plain = [i for i in range(len(W)) if i != 5]
     assert torch.allclose(step[plain], (12.0 * rms[plain] / 31).half().float())
