@@ -105,12 +105,10 @@ class Hyperparameters:
     gptq_block = env("GPTQ_BLOCK", 128)
     quant_bits = env("QUANT_BITS", 6)  # the projections' levels: -31..31
     embed_bits = env("EMBED_BITS", 8)
-    quant_k_mlp = env("QUANT_K_MLP", 16.0)  # row step max(s * k * rms, max|row|) / levels, s fitted to the cap
+    quant_k_mlp = env("QUANT_K_MLP", 16.0)  # row step max(s * k * rms(tensor), max|row|) / levels, s fitted to the cap
     quant_k_attn = env("QUANT_K_ATTN", 10.0)  # the one attention serves two layers
     quant_k_gdn = env("QUANT_K_GDN", 12.85)
     quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: each row's max / levels; it is also the output head
-    quant_spread_hessian = env("QUANT_SPREAD_HESSIAN", 0)
-    quant_row_share = env("QUANT_ROW_SHARE", 0.0)
     fit_slack_bytes = env("FIT_SLACK_BYTES", 50_000)
     artifact_cap_bytes = env("ARTIFACT_CAP_BYTES", 16_000_000)
 
@@ -909,18 +907,12 @@ def weight_group(name: str) -> str:
         "attn.") else "gdn"
 
 
-def row_spread(W: Tensor, h: Tensor | None, share: float) -> Tensor:
-    """Each row's rms, weighted by its inputs' energy diag(H) where there is a Hessian, blended
-    geometrically with the tensor's spread by `share` (1: one step for the whole tensor)."""
-    sq = W.square() if h is None else W.square() * (h / h.mean().clamp_min(1e-30))
-    row = sq.mean(1).sqrt()
-    return row ** (1 - share) * sq.mean().sqrt() ** share
-
-
-def row_steps(W: Tensor, spread: Tensor, k: float, qmax: int) -> Tensor:
-    """Per-row step k * spread / qmax, never finer than max|row| / qmax so that rounding clips no weight;
-    rounded to the fp16 it is stored as, and never below fp16's smallest step (an all-zero row)."""
-    return (torch.maximum(k * spread, W.abs().amax(1)) / qmax).clamp_min(2 ** -24).half().float()
+def row_steps(W: Tensor, k: float, qmax: int) -> Tensor:
+    """One step k * rms(W) / qmax for the whole tensor: its rows share one input Hessian, so equal steps give
+    the least output error for the entropy-coded bytes. A row whose max|row| that step would clip gets
+    max|row| / qmax. Rounded to the fp16 it is stored as, never below fp16's smallest step (all zero)."""
+    spread = torch.maximum(k * W.square().mean().sqrt(), W.abs().amax(1))
+    return (spread / qmax).clamp_min(2 ** -24).half().float()
 
 
 def quantize_rtn(W: Tensor, step: Tensor, qmax: int) -> Tensor:
@@ -963,12 +955,9 @@ def quant_plan(model: nn.Module, hessians: dict[str, Tensor], args) -> dict[str,
         if is_matrix(name, p):
             if name not in hessians:
                 raise RuntimeError(f"no calibration statistics for {name}: its forward hook never ran")
-            h = hessians[name].diagonal().float() if args.quant_spread_hessian else None
-            plan[name] = (weight_group(name), *gptq_prepare(p, hessians[name], args.gptq_damp),
-                          row_spread(p, h, args.quant_row_share))
+            plan[name] = (weight_group(name), *gptq_prepare(p, hessians[name], args.gptq_damp))
         else:
-            group = "embed" if name == "embed.weight" else None
-            plan[name] = (group, p, None, row_spread(p, None, args.quant_row_share) if group else None)
+            plan[name] = ("embed" if name == "embed.weight" else None, p, None)
     return plan
 
 
@@ -980,12 +969,12 @@ def quantize_model(plan: dict[str, tuple], scale: float, args) -> dict[str, Tens
     """Every group at step scale * QUANT_K_group * rms / qmax: QUANT_BITS levels for the projections,
     EMBED_BITS for the embedding; fp16 for the small rest."""
     arrays = {}
-    for name, (group, W, Hinv, spread) in plan.items():
+    for name, (group, W, Hinv) in plan.items():
         if group is None:
             arrays[name + ":f"] = W.half()
             continue
         qmax = 2 ** ((args.embed_bits if group == "embed" else args.quant_bits) - 1) - 1
-        step = row_steps(W, spread, scale * group_k(group, args), qmax)
+        step = row_steps(W, scale * group_k(group, args), qmax)
         q = quantize_rtn(W, step, qmax) if Hinv is None else quantize_gptq(W, Hinv, step, qmax, args.gptq_block)
         arrays[name + ":q"], arrays[name + ":s"] = q, step.half()
     return {k: t.cpu() for k, t in arrays.items()}
@@ -1012,7 +1001,7 @@ def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=N
     which check_budget then refuses on every rank. Every try is logged, then the choice per group."""
     t, plan = time.perf_counter(), quant_plan(model, hessians, args)
     cap, floor = args.artifact_cap_bytes, args.artifact_cap_bytes - args.fit_slack_bytes
-    n_quant = sum(W.numel() for group, W, *_ in plan.values() if group)
+    n_quant = sum(W.numel() for group, W, _ in plan.values() if group)
     (lo, hi), tries, blobs, x = FIT_LOG2_SCALES, [], {}, 0.0
     for i in range(FIT_TRIES):
         blobs[x] = pack_artifact(config, quantize_model(plan, 2 ** x, args))
@@ -1034,7 +1023,7 @@ def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=N
 def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, args, seconds: float, logfile=None):
     """Each group's factor after the fit and its packed bits per weight, read from the artifact's sections."""
     sizes, params = artifact_section_bytes(blob), {}
-    for group, W, *_ in plan.values():
+    for group, W, _ in plan.values():
         params[group or "rest"] = params.get(group or "rest", 0) + W.numel()
     groups = " ".join(f"{g}:k{scale * group_k(g, args):.2f}/{8 * sizes.get(g, 0) / params[g]:.3f}bits"
                       for g in SECTIONS if g in params and g != "rest")
@@ -1055,6 +1044,9 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH4", 1 << 22
+# zstd level 22 taking only matches of 6 bytes or more: on int6 values the shorter matches it would otherwise
+# take cost bytes and make the size jump between nearly equal steps, which the fit cannot aim through
+PACK_ZSTD = zstandard.ZstdCompressionParameters.from_level(22, min_match=6)
 SECTIONS = ("mlp", "attn", "gdn", "embed", "rest")
 
 
@@ -1064,21 +1056,32 @@ def section_of(key: str) -> str:
     return weight_group(name) if field == "q" else "rest"
 
 
-def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
-    """Magic, header length, the zstd-22 JSON header, then the tensors section by section, each section as
-    zstd-22 frames of at most PACK_CHUNK bytes, compressed in parallel. Integers apart from fp16 values pack
-    tighter, and a section per group makes each group's rate readable from the header."""
-    order = sorted(arrays, key=lambda k: SECTIONS.index(section_of(k)))
+def pack_jobs(order: list[str], arrays: dict[str, Tensor]) -> list[tuple[str, bytes]]:
+    """The frames to compress: each integer tensor on its own (a frame that mixes tensors of different
+    spreads packs worse), the small rest together; none over PACK_CHUNK bytes."""
     jobs = []
     for section in SECTIONS:
-        body = b"".join(arrays[k].contiguous().numpy().tobytes() for k in order if section_of(k) == section)
-        jobs += [(section, body[i:i + PACK_CHUNK]) for i in range(0, len(body), PACK_CHUNK)]
+        keys = [k for k in order if section_of(k) == section]
+        for body in ([b"".join(arrays[k].numpy().tobytes() for k in keys)] if section == "rest" else
+                     [arrays[k].numpy().tobytes() for k in keys]):
+            jobs += [(section, body[i:i + PACK_CHUNK]) for i in range(0, len(body), PACK_CHUNK)]
+    return jobs
+
+
+def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
+    """Magic, header length, the zstd JSON header, then the tensors section by section in zstd frames (level 22,
+    PACK_ZSTD) compressed in parallel. Integers apart from fp16 values pack tighter, and a section per group
+    makes each group's rate readable from the header."""
+    order = sorted(arrays, key=lambda k: SECTIONS.index(section_of(k)))
+    arrays = {k: t.contiguous() for k, t in arrays.items()}
+    jobs = pack_jobs(order, arrays)
+    pack = lambda job: zstandard.ZstdCompressor(compression_params=PACK_ZSTD).compress(job[1])  # noqa: E731
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        frames = list(pool.map(lambda job: zstandard.ZstdCompressor(level=22).compress(job[1]), jobs))
+        frames = list(pool.map(pack, jobs))
     meta = [[k, str(arrays[k].dtype).removeprefix("torch."), list(arrays[k].shape)] for k in order]
     head = json.dumps({"config": config, "arrays": meta, "frames": [[s, len(f)] for (s, _), f in zip(jobs, frames)]},
                       separators=(",", ":"))
-    head = zstandard.ZstdCompressor(level=22).compress(head.encode())
+    head = zstandard.ZstdCompressor(compression_params=PACK_ZSTD).compress(head.encode())
     return ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + b"".join(frames)
 
 

@@ -1,7 +1,8 @@
 """How small could an artifact's integer sections pack? Unpacks one artifact and packs each group's integers
-(MLP, attention, GDN, embedding) again under other byte layouts with zstd-22 in 4 MiB frames as train_gpt.py
-does, and with brotli-11 where the brotli package is installed; prints each section's bytes and the order-0
-entropy of its values. The scales and small tensors are left out: every layout keeps them as they are.
+(MLP, attention, GDN, embedding) again, a frame per tensor as train_gpt.py does, under other byte layouts with
+train_gpt's zstd parameters, with plain zstd level 22, and with brotli-11 where the brotli package is installed;
+prints each section's bytes and the order-0 entropy of its values. The scales and small tensors are left out:
+every layout keeps them as they are.
 
     python3 scripts/bench/pack_layouts.py final_model.int6.ptz
 """
@@ -28,18 +29,18 @@ def bit_planes(q: np.ndarray) -> bytes:
 
 
 LAYOUTS = {
-    "rows in order (as packed)": lambda qs: b"".join(q.tobytes() for q in qs),
-    "columns in order (transposed)": lambda qs: b"".join(np.ascontiguousarray(q.T).tobytes() for q in qs),
-    "offset to unsigned": lambda qs: b"".join((q.astype(np.int16) + 128).astype(np.uint8).tobytes() for q in qs),
-    "bit planes": lambda qs: b"".join(bit_planes(q) for q in qs),
+    "rows in order (as packed)": lambda q: q.tobytes(),
+    "columns in order (transposed)": lambda q: np.ascontiguousarray(q.T).tobytes(),
+    "offset to unsigned": lambda q: (q.astype(np.int16) + 128).astype(np.uint8).tobytes(),
+    "bit planes": bit_planes,
 }
+CODERS = {"zstd as train_gpt packs": tg.PACK_ZSTD, "zstd level 22": zstandard.ZstdCompressionParameters.from_level(22)}
 
 
-def zstd_bytes(body: bytes) -> int:
-    chunks = range(0, len(body), tg.PACK_CHUNK)
+def zstd_bytes(pieces: list[bytes], params) -> int:
+    chunks = [p[i:i + tg.PACK_CHUNK] for p in pieces for i in range(0, len(p), tg.PACK_CHUNK)]
     with ThreadPoolExecutor() as pool:
-        return sum(pool.map(lambda i: len(zstandard.ZstdCompressor(level=22).compress(body[i:i + tg.PACK_CHUNK])),
-                            chunks))
+        return sum(pool.map(lambda c: len(zstandard.ZstdCompressor(compression_params=params).compress(c)), chunks))
 
 
 def entropy_bytes(qs: list[np.ndarray]) -> int:
@@ -61,16 +62,19 @@ def main():
     _, arrays = tg.unpack_artifact(blob)
     print("as packed:", tg.artifact_section_bytes(blob), "total", len(blob))
     groups = {s: [arrays[k].numpy() for k in arrays if tg.section_of(k) == s] for s in tg.SECTIONS if s != "rest"}
-    for name, layout in LAYOUTS.items():
-        t = time.perf_counter()
-        report(f"zstd-22 {name}", {s: zstd_bytes(layout(qs)) for s, qs in groups.items()}, time.perf_counter() - t)
+    groups = {s: qs for s, qs in groups.items() if qs}
+    for coder, params in CODERS.items():
+        for name, layout in LAYOUTS.items():
+            t = time.perf_counter()
+            report(f"{coder}, {name}", {s: zstd_bytes([layout(q) for q in qs], params) for s, qs in groups.items()},
+                   time.perf_counter() - t)
     try:
         import brotli
     except ImportError:
         print("brotli-11: not installed (pip install brotli)")
     else:
         t = time.perf_counter()
-        report("brotli-11 rows in order", {s: len(brotli.compress(LAYOUTS["rows in order (as packed)"](qs), quality=11,
+        report("brotli-11 rows in order", {s: len(brotli.compress(b"".join(q.tobytes() for q in qs), quality=11,
                                                                   lgwin=24)) for s, qs in groups.items()},
                time.perf_counter() - t)
     report("order-0 entropy bytes", {s: entropy_bytes(qs) for s, qs in groups.items()})
