@@ -153,13 +153,16 @@ def shard_files(pattern: str) -> list[str]:
 
 
 def count_tokens(pattern: str) -> int:
-    return sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in shard_files(pattern))
+    """Every header and size checked."""
+    return sum(len(read_shard(f)) for f in shard_files(pattern))
 
 
-def check_token_range(tokens: np.ndarray, vocab_size: int, where: str) -> None:
-    top = int(tokens.max(initial=0))
-    if top >= vocab_size:
-        raise ValueError(f"{where}: token id {top} >= vocab size {vocab_size}: shards and tokenizer do not match")
+def check_token_range(tokens: np.ndarray, vocab_size: int, where: str, start: int = 0) -> None:
+    """Names the first bad token by its place in the file; `start`: where `tokens` begin there."""
+    if int(tokens.max(initial=0)) >= vocab_size:
+        i = int(np.argmax(tokens >= vocab_size))
+        raise ValueError(f"{where} at token {start + i}: token id {tokens[i]} >= vocab size {vocab_size}: shards "
+                         f"and tokenizer do not match")
 
 
 def load_val_tokens(pattern: str, vocab_size: int) -> Tensor:
@@ -188,7 +191,7 @@ class TokenStream:
                 self.next_file()
             k = min(n, len(self.tokens) - self.pos)
             out.append(self.tokens[self.pos:self.pos + k])
-            check_token_range(out[-1], self.vocab_size, f"{self.files[self.index]} at token {self.pos}")
+            check_token_range(out[-1], self.vocab_size, self.files[self.index], self.pos)
             self.pos, n = self.pos + k, n - k
         return np.concatenate(out)
 
