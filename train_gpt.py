@@ -844,7 +844,9 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         elapsed = clock.item()
         capped = elapsed >= args.max_wallclock_seconds > 0
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
-            train_loss = loss.item()
+            if world > 1:  # each rank holds its own share's loss; the logged one is the global batch's
+                dist.all_reduce(loss)
+            train_loss = loss.item() / world
             if not math.isfinite(train_loss):  # a NaN's gradients reach every rank within a step
                 raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
             tokens = step * args.train_batch_tokens
