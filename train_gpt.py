@@ -1047,7 +1047,8 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH4", 1 << 22
+ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH5", 1 << 22
+CHECKED = 37  # the magic, then the SHA-256 of every byte after it
 SECTIONS = ("mlp", "attn", "gdn", "embed", "rest")
 
 
@@ -1058,9 +1059,9 @@ def section_of(key: str) -> str:
 
 
 def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
-    """Magic, header length, the zstd-22 JSON header, then the tensors section by section, each section as
-    zstd-22 frames of at most PACK_CHUNK bytes, compressed in parallel. Integers apart from fp16 values pack
-    tighter, and a section per group makes each group's rate readable from the header."""
+    """Magic, the SHA-256 of the rest, header length, the zstd-22 JSON header, then the tensors section by section,
+    each section as zstd-22 frames of at most PACK_CHUNK bytes, compressed in parallel. Integers apart from fp16
+    values pack tighter, and a section per group makes each group's rate readable from the header."""
     order = sorted(arrays, key=lambda k: SECTIONS.index(section_of(k)))
     jobs = []
     for section in SECTIONS:
@@ -1072,20 +1073,18 @@ def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
     head = json.dumps({"config": config, "arrays": meta, "frames": [[s, len(f)] for (s, _), f in zip(jobs, frames)]},
                       separators=(",", ":"))
     head = zstandard.ZstdCompressor(level=22).compress(head.encode())
-    return ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + b"".join(frames)
+    rest = len(head).to_bytes(4, "little") + head + b"".join(frames)
+    return ARTIFACT_MAGIC + hashlib.sha256(rest).digest() + rest
 
 
 def read_header(blob: bytes) -> tuple[dict, int]:
-    """The artifact's header and the offset of its first frame."""
+    """The artifact's header and the offset of its first frame, once the checksum holds."""
     if not blob.startswith(ARTIFACT_MAGIC):
         raise ValueError(f"not a GDN-Hybrid artifact (magic {blob[:5]!r}, expected {ARTIFACT_MAGIC!r})")
-    n = int.from_bytes(blob[5:9], "little")
-    header = json.loads(zstandard.ZstdDecompressor().decompress(blob[9:9 + n]))
-    described = 9 + n + sum(size for _, size in header["frames"])
-    if described != len(blob):
-        raise ValueError(f"artifact is {len(blob)} bytes but its header describes {described}: truncated or corrupt; "
-                         f"re-copy it or re-run training")
-    return header, 9 + n
+    if hashlib.sha256(memoryview(blob)[CHECKED:]).digest() != blob[5:CHECKED]:
+        raise ValueError("artifact checksum mismatch: the file is truncated or corrupt; re-copy it or re-train")
+    n = int.from_bytes(blob[CHECKED:CHECKED + 4], "little")
+    return json.loads(zstandard.ZstdDecompressor().decompress(blob[CHECKED + 4:CHECKED + 4 + n])), CHECKED + 4 + n
 
 
 def artifact_section_bytes(blob: bytes) -> dict[str, int]:

@@ -1,4 +1,6 @@
-"""Quantization section: GPTQ vs round-to-nearest, packing, the byte budget."""
+"""Quantization section: GPTQ vs round-to-nearest, packing and its checksum, the byte budget."""
+
+import random
 
 import pytest
 import torch
@@ -33,6 +35,19 @@ def test_corrupt_artifact_is_refused():
     import zstandard
     with pytest.raises(ValueError, match="not a GDN-Hybrid artifact"):
         train_gpt.unpack_artifact(zstandard.ZstdCompressor().compress(b"something else entirely"))
+
+
+def test_every_single_bit_flip_anywhere_in_the_file_is_refused():
+    """A flip in the magic says so; anywhere else the SHA-256 of the bytes after it no longer holds."""
+    arrays = {"w:q": torch.randint(-31, 32, (64, 100), dtype=torch.int8), "w:s": torch.rand(64).half(),
+              "n:f": torch.randn(64).half()}
+    blob = train_gpt.pack_artifact(dict(TINY_MODEL), arrays)
+    rng = random.Random(0)
+    for bit in [0, 8 * len(blob) - 1] + rng.sample(range(8 * len(blob)), 60):
+        bad = bytearray(blob)
+        bad[bit // 8] ^= 1 << bit % 8
+        with pytest.raises(ValueError, match="checksum mismatch|not a GDN-Hybrid artifact"):
+            train_gpt.unpack_artifact(bytes(bad))
 
 
 def correlated_layer(seed=0, n=4096, fan_in=128, fan_out=96):
