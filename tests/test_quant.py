@@ -50,6 +50,17 @@ def test_every_single_bit_flip_anywhere_in_the_file_is_refused():
             train_gpt.unpack_artifact(bytes(bad))
 
 
+def test_an_artifact_replaces_the_file_only_once_it_reads_back_and_unpacks(tmp_path):
+    blob = train_gpt.pack_artifact(dict(TINY_MODEL), {"n:f": torch.randn(64).half()})
+    path = tmp_path / "model.ptz"
+    path.write_bytes(b"an earlier good artifact")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        train_gpt.write_artifact(str(path), blob[:-1])
+    assert path.read_bytes() == b"an earlier good artifact" and sorted(tmp_path.iterdir()) == [path]
+    train_gpt.write_artifact(str(path), blob)
+    assert path.read_bytes() == blob and sorted(tmp_path.iterdir()) == [path]
+
+
 def correlated_layer(seed=0, n=4096, fan_in=128, fan_out=96):
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(n, fan_in // 4, generator=gen) @ torch.randn(fan_in // 4, fan_in, generator=gen)
