@@ -11,6 +11,7 @@ import copy
 import difflib
 import glob
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -1285,6 +1286,19 @@ def open_log(run_id: str, rank: int) -> str:
     return logfile
 
 
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def stack() -> str:
+    gpus = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "none"
+    return " ".join([f"stack: python:{sys.version.split()[0]}", *(f"{p}:{version(p)}" for p in (
+        "torch", "triton", "fla-core", "flash-qla", "tilelang")), f"cuda:{torch.version.cuda} gpus:{gpus}"])
+
+
 def misspelt_settings(environ) -> list[str]:
     """Variables that start as a setting does and are close to one's name, but that no setting reads."""
     known = SETTINGS + ["RANK", "WORLD_SIZE", "LOCAL_RANK"]
@@ -1376,6 +1390,7 @@ def run(args, eval_path: str | None, rank: int, world: int, device, logfile: str
     code = Path(__file__).read_bytes()
     log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
          f"code_sha256:{hashlib.sha256(code).hexdigest()}", logfile)
+    log0(stack(), logfile)
     log0("env_overrides: " + (" ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k in SETTINGS)
                               or "none"), logfile)
     torch.manual_seed(args.seed)
