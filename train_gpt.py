@@ -1152,12 +1152,8 @@ def checked_artifact(path: str, tokenizer_sha: str, code_bytes: int, cap: int, l
     return blob
 
 
-def load_artifact(path: str, device) -> GDNHybrid:
-    """Rebuilds the model from the packed file alone."""
-    return model_from_blob(Path(path).read_bytes(), device)
-
-
 def model_from_blob(blob: bytes, device) -> GDNHybrid:
+    """Rebuilds the model from the packed bytes alone."""
     config, arrays = unpack_artifact(blob)
     model = GDNHybrid(config).to(device)
     model.load_state_dict(dequantize(arrays))
