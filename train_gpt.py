@@ -6,9 +6,12 @@ Evaluate: torchrun --standalone --nproc_per_node=8 train_gpt.py --eval final_mod
 
 from __future__ import annotations
 
+import argparse
 import copy
+import difflib
 import glob
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -43,7 +46,11 @@ except ImportError:
 
 # ---------------------------------------------------------------- hyperparameters
 
+SETTINGS = []  # every setting's environment variable
+
+
 def env(name, default):
+    SETTINGS.append(name)
     return type(default)(os.environ.get(name, default))
 
 
@@ -153,13 +160,16 @@ def shard_files(pattern: str) -> list[str]:
 
 
 def count_tokens(pattern: str) -> int:
-    return sum(int(np.fromfile(f, dtype="<i4", count=3)[2]) for f in shard_files(pattern))
+    """Every header and size checked."""
+    return sum(len(read_shard(f)) for f in shard_files(pattern))
 
 
-def check_token_range(tokens: np.ndarray, vocab_size: int, where: str) -> None:
-    top = int(tokens.max(initial=0))
-    if top >= vocab_size:
-        raise ValueError(f"{where}: token id {top} >= vocab size {vocab_size}: shards and tokenizer do not match")
+def check_token_range(tokens: np.ndarray, vocab_size: int, where: str, start: int = 0) -> None:
+    """Names the first bad token by its place in the file; `start`: where `tokens` begin there."""
+    if int(tokens.max(initial=0)) >= vocab_size:
+        i = int(np.argmax(tokens >= vocab_size))
+        raise ValueError(f"{where} at token {start + i}: token id {tokens[i]} >= vocab size {vocab_size}: shards "
+                         f"and tokenizer do not match")
 
 
 def load_val_tokens(pattern: str, vocab_size: int) -> Tensor:
@@ -188,7 +198,7 @@ class TokenStream:
                 self.next_file()
             k = min(n, len(self.tokens) - self.pos)
             out.append(self.tokens[self.pos:self.pos + k])
-            check_token_range(out[-1], self.vocab_size, f"{self.files[self.index]} at token {self.pos}")
+            check_token_range(out[-1], self.vocab_size, self.files[self.index], self.pos)
             self.pos, n = self.pos + k, n - k
         return np.concatenate(out)
 
@@ -841,7 +851,9 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         elapsed = clock.item()
         capped = elapsed >= args.max_wallclock_seconds > 0
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
-            train_loss = loss.item()
+            if world > 1:  # each rank holds its own share's loss; the logged one is the global batch's
+                dist.all_reduce(loss)
+            train_loss = loss.item() / world
             if not math.isfinite(train_loss):  # a NaN's gradients reach every rank within a step
                 raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
             tokens = step * args.train_batch_tokens
@@ -1043,7 +1055,8 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH4", 1 << 22
+ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH5", 1 << 22
+CHECKED = 37  # the magic, then the SHA-256 of every byte after it
 # zstd level 22 taking only matches of 6 bytes or more: on int6 values the shorter matches it would otherwise
 # take cost bytes and make the size jump between nearly equal steps, which the fit cannot aim through
 PACK_ZSTD = zstandard.ZstdCompressionParameters.from_level(22, min_match=6)
@@ -1069,9 +1082,9 @@ def pack_jobs(order: list[str], arrays: dict[str, Tensor]) -> list[tuple[str, by
 
 
 def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
-    """Magic, header length, the zstd JSON header, then the tensors section by section in zstd frames (level 22,
-    PACK_ZSTD) compressed in parallel. Integers apart from fp16 values pack tighter, and a section per group
-    makes each group's rate readable from the header."""
+    """Magic, the SHA-256 of the rest, header length, the zstd JSON header, then the tensors section by section in
+    zstd frames (level 22, PACK_ZSTD) compressed in parallel. Integers apart from fp16 values pack tighter, and a
+    section per group makes each group's rate readable from the header."""
     order = sorted(arrays, key=lambda k: SECTIONS.index(section_of(k)))
     arrays = {k: t.contiguous() for k, t in arrays.items()}
     jobs = pack_jobs(order, arrays)
@@ -1082,20 +1095,18 @@ def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
     head = json.dumps({"config": config, "arrays": meta, "frames": [[s, len(f)] for (s, _), f in zip(jobs, frames)]},
                       separators=(",", ":"))
     head = zstandard.ZstdCompressor(compression_params=PACK_ZSTD).compress(head.encode())
-    return ARTIFACT_MAGIC + len(head).to_bytes(4, "little") + head + b"".join(frames)
+    rest = len(head).to_bytes(4, "little") + head + b"".join(frames)
+    return ARTIFACT_MAGIC + hashlib.sha256(rest).digest() + rest
 
 
 def read_header(blob: bytes) -> tuple[dict, int]:
-    """The artifact's header and the offset of its first frame."""
+    """The artifact's header and the offset of its first frame, once the checksum holds."""
     if not blob.startswith(ARTIFACT_MAGIC):
         raise ValueError(f"not a GDN-Hybrid artifact (magic {blob[:5]!r}, expected {ARTIFACT_MAGIC!r})")
-    n = int.from_bytes(blob[5:9], "little")
-    header = json.loads(zstandard.ZstdDecompressor().decompress(blob[9:9 + n]))
-    described = 9 + n + sum(size for _, size in header["frames"])
-    if described != len(blob):
-        raise ValueError(f"artifact is {len(blob)} bytes but its header describes {described}: truncated or corrupt; "
-                         f"re-copy it or re-run training")
-    return header, 9 + n
+    if hashlib.sha256(memoryview(blob)[CHECKED:]).digest() != blob[5:CHECKED]:
+        raise ValueError("artifact checksum mismatch: the file is truncated or corrupt; re-copy it or re-train")
+    n = int.from_bytes(blob[CHECKED:CHECKED + 4], "little")
+    return json.loads(zstandard.ZstdDecompressor().decompress(blob[CHECKED + 4:CHECKED + 4 + n])), CHECKED + 4 + n
 
 
 def artifact_section_bytes(blob: bytes) -> dict[str, int]:
@@ -1131,12 +1142,33 @@ def check_budget(artifact_bytes: int, code_bytes: int, cap: int) -> int:
     return total
 
 
-def load_artifact(path: str, device) -> GDNHybrid:
-    """Rebuilds the model from the packed file alone."""
-    return model_from_blob(Path(path).read_bytes(), device)
+def write_artifact(path: str, blob: bytes):
+    """Renamed over `path` only once it reads back whole: no half-written file, no good one replaced."""
+    part = Path(f"{path}.part")
+    try:
+        part.write_bytes(blob)
+        unpack_artifact(part.read_bytes())
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def checked_artifact(path: str, tokenizer_sha: str, code_bytes: int, cap: int, logfile=None) -> bytes:
+    """The packed file, once its checksum, its tokenizer and the cap check out."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no artifact at {path}")
+    blob = Path(path).read_bytes()
+    recorded = read_header(blob)[0]["config"].get("tokenizer_sha256")
+    if recorded != tokenizer_sha:
+        raise ValueError(f"{path} records tokenizer sha256 {recorded} but TOKENIZER_PATH has {tokenizer_sha}: "
+                         f"set TOKENIZER_PATH to the one it was trained with")
+    total = check_budget(len(blob), code_bytes, cap)
+    log0(f"artifact_check:{path} checksum:ok tokenizer:ok bytes_total:{total} margin:{cap - total}", logfile)
+    return blob
 
 
 def model_from_blob(blob: bytes, device) -> GDNHybrid:
+    """Rebuilds the model from the packed bytes alone."""
     config, arrays = unpack_artifact(blob)
     model = GDNHybrid(config).to(device)
     model.load_state_dict(dequantize(arrays))
@@ -1235,6 +1267,12 @@ def prove_byte_count(sp, tokens: Tensor, luts, logfile=None) -> int:
 
 # ---------------------------------------------------------------- main
 
+def command_line(argv=None) -> argparse.Namespace:
+    cli = argparse.ArgumentParser(description="Trains, packs and scores; settings are environment variables")
+    cli.add_argument("--eval", metavar="FILE", help="score this artifact instead of training")
+    return cli.parse_args(argv)
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
@@ -1247,6 +1285,44 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def open_log(run_id: str, rank: int) -> str:
+    """logs/RUN_ID.txt, started afresh: a reused RUN_ID never appends to an older run."""
+    os.makedirs("logs", exist_ok=True)
+    logfile = f"logs/{run_id}.txt"
+    if rank == 0:  # fla names each backend it hands kernels to (FlashQLA, tilelang) once, at INFO
+        open(logfile, "w").close()
+        logging.basicConfig(format="%(name)s: %(message)s", force=True,
+                            handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(logfile)])
+        logging.getLogger("fla.backends").setLevel(logging.INFO)
+    return logfile
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def stack() -> str:
+    gpus = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "none"
+    return " ".join([f"stack: python:{sys.version.split()[0]}", *(f"{p}:{version(p)}" for p in (
+        "torch", "triton", "fla-core", "flash-qla", "tilelang")), f"cuda:{torch.version.cuda} gpus:{gpus}"])
+
+
+def misspelt_settings(environ) -> list[str]:
+    """Variables that start as a setting does and are close to one's name, but that no setting reads."""
+    known = SETTINGS + ["RANK", "WORLD_SIZE", "LOCAL_RANK"]
+    prefixes = tuple({k.split("_")[0] + "_" for k in SETTINGS if "_" in k})
+    return [f"warning: {k} is read by no setting; did you mean {close[0]}?" for k in sorted(environ)
+            if k.startswith(prefixes) and k not in known and (close := difflib.get_close_matches(k, known, 1))]
+
+
+POSITIVE = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
+            "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
+NON_NEGATIVE = ("max_wallclock_seconds", "compile_warmup_steps", "lr_warmup_steps", "warmdown_frac", "fit_slack_bytes")
+
+
 def load_tokenizer(args) -> spm.SentencePieceProcessor:
     if not Path(args.tokenizer_path).is_file():
         raise FileNotFoundError(f"tokenizer {args.tokenizer_path} not found: set TOKENIZER_PATH")
@@ -1257,13 +1333,49 @@ def load_tokenizer(args) -> spm.SentencePieceProcessor:
     return sp
 
 
+def tokenizer_sha256(args, logfile=None) -> str:
+    """Must match the export's manifest.json where that records one (build_proxy.py's do; the challenge's has none)."""
+    sha = hashlib.sha256(Path(args.tokenizer_path).read_bytes()).hexdigest()
+    manifest = Path(args.data_path) / "manifest.json"
+    entry = json.loads(manifest.read_text()).get("tokenizer") if manifest.is_file() else None
+    recorded = entry.get("sha256") if isinstance(entry, dict) else None
+    if recorded not in (None, sha):
+        raise ValueError(f"TOKENIZER_PATH={args.tokenizer_path} (sha256 {sha}) is not the tokenizer of the shards "
+                         f"in {manifest} (sha256 {recorded}): set TOKENIZER_PATH to the export's tokenizer")
+    log0(f"tokenizer:{args.tokenizer_path} sha256:{sha} vocab:{args.vocab_size} "
+         f"manifest:{'match' if recorded else 'none, nothing compared'}", logfile)
+    return sha
+
+
+def preflight(args, world: int, training: bool, logfile=None) -> tuple[spm.SentencePieceProcessor, str, int]:
+    """All that can fail before step 0 instead of after training. The tokenizer, its SHA-256, the train tokens."""
+    for warning in misspelt_settings(os.environ):
+        log0(warning, logfile)
+    bad = [f"{k.upper()}={getattr(args, k)} must be > 0" for k in POSITIVE if getattr(args, k) <= 0]
+    bad += [f"{k.upper()}={getattr(args, k)} must be >= 0" for k in NON_NEGATIVE if getattr(args, k) < 0]
+    if bad:
+        raise ValueError("; ".join(bad) + " (README.md's settings table)")
+    sp, sha = load_tokenizer(args), tokenizer_sha256(args, logfile)
+    val_tokens = count_tokens(args.val_files)
+    windows = len(window_schedule(val_tokens, args.eval_seq_len, args.eval_stride))
+    train_tokens = count_tokens(args.train_files) if training else 0
+    if training:
+        grad_accum_steps(args, world)
+        folder = Path(args.artifact_path).parent
+        if not os.access(folder, os.W_OK) or Path(args.artifact_path).is_dir():
+            raise PermissionError(f"ARTIFACT_PATH={args.artifact_path}: {folder} is missing or not writable, or the "
+                                  f"path is a folder; create the folder or set ARTIFACT_PATH")
+    log0(f"preflight: ok val_tokens:{val_tokens} eval_windows:{windows} train_tokens:{train_tokens}", logfile)
+    return sp, sha, train_tokens
+
+
 def report(tag: str, result: dict, logfile=None):
     log0(f"{tag} val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} tokens:{result['tokens']} "
          f"bytes:{result['bytes']} eval_time:{result['seconds']:.1f}s", logfile)
 
 
-def score_artifact(args, path, tokens, luts, device, logfile=None) -> dict:
-    model = load_artifact(path, device)
+def score_artifact(args, blob: bytes, tokens, luts, device, logfile=None) -> dict:
+    model = model_from_blob(blob, device)
     seqs = tokens[:args.eval_seq_len + 1].to(device).repeat(args.eval_batch_seqs, 1)
     with torch.inference_mode(), autocast(device):  # evaluate's batch, shape and dtype: kernels compile per shape
         model(seqs[:, :-1], seqs[:, 1:])
@@ -1272,31 +1384,38 @@ def score_artifact(args, path, tokens, luts, device, logfile=None) -> dict:
     return result
 
 
-def main():
+def main(argv=None):
+    opts = command_line(argv)
     args = Hyperparameters()
     rank, world, device = setup_distributed()
+    logfile = open_log(args.run_id, rank)
+    try:
+        run(args, opts.eval, rank, world, device, logfile)
+    except Exception as e:  # a failed run's log ends with why
+        with open(logfile, "a", encoding="utf-8") as f:
+            print(f"error on rank {rank}: {type(e).__name__}: {e}", file=f)
+        raise
+
+
+def run(args, eval_path: str | None, rank: int, world: int, device, logfile: str):
     code = Path(__file__).read_bytes()
-    os.makedirs("logs", exist_ok=True)
-    logfile = f"logs/{args.run_id}.txt"
-    if rank == 0:  # fla names each backend it hands kernels to (FlashQLA, tilelang) once, at INFO
-        logging.basicConfig(format="%(name)s: %(message)s",
-                            handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(logfile)])
-        logging.getLogger("fla.backends").setLevel(logging.INFO)
+    log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
+         f"code_sha256:{hashlib.sha256(code).hexdigest()}", logfile)
+    log0(stack(), logfile)
+    log0("env_overrides: " + (" ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k in SETTINGS)
+                              or "none"), logfile)
     torch.manual_seed(args.seed)
-    sp = load_tokenizer(args)
+    sp, tokenizer_sha, train_tokens = preflight(args, world, eval_path is None, logfile)
+    cap = args.artifact_cap_bytes
+    blob = checked_artifact(eval_path, tokenizer_sha, len(code), cap, logfile) if eval_path else None
     val_tokens = load_val_tokens(args.val_files, args.vocab_size)
     luts = build_sentencepiece_luts(sp, args.vocab_size, device)
-    log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
-         f"code_sha256:{hashlib.sha256(code).hexdigest()} "
-         f"val_tokens:{val_tokens.numel()}", logfile)
-    log0("env_overrides: " + (" ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                                       if k.isupper() and hasattr(args, k.lower())) or "none"), logfile)
     if rank == 0:
         prove_byte_count(sp, val_tokens, luts, logfile)
-    if len(sys.argv) == 3 and sys.argv[1] == "--eval":
-        score_artifact(args, sys.argv[2], val_tokens, luts, device, logfile)
+    if eval_path:
+        score_artifact(args, blob, val_tokens, luts, device, logfile)
         return
-    config = args.model_config()
+    config = dict(args.model_config(), tokenizer_sha256=tokenizer_sha)  # the artifact names its tokenizer
     base_model = build_model(args, device)
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} layout:{'-'.join(base_model.layout)}",
          logfile)
@@ -1305,7 +1424,6 @@ def main():
     make_loader = lambda: DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
                                             args.micro_batch_seqs, args.train_seq_len, device)
     result = train(args, base_model, model, make_loader, device, logfile)
-    train_tokens = count_tokens(args.train_files)
     log0(f"epochs:{result['steps'] * args.train_batch_tokens / train_tokens:.3f} of {train_tokens:,} train tokens",
          logfile)
     if device.type == "cuda":
@@ -1313,22 +1431,27 @@ def main():
     result["ema"].copy_to(base_model)
     # uncompiled: on one H100 compiling the eval shape took ~29 s, eager eval runs ~0.1 s a batch; GPTQ's
     # hooks need it too
-    plain = GDNHybrid(config).to(device)
+    plain = GDNHybrid(args.model_config()).to(device)
     plain.load_state_dict(base_model.state_dict())
     pre = evaluate(plain, val_tokens, luts, args, device, args.eval_stride, logfile)
     report("pre_quant_ema", pre, logfile)
+    blob = b""
     if rank == 0:
         torch.save(plain.state_dict(), f"logs/{args.run_id}_ema.pt")  # float weights, for quantization studies
         t = time.perf_counter()
         blob = fit_artifact(plain, calibrate(plain, args, device, logfile), config, len(code), args, logfile)
-        Path(args.artifact_path).write_bytes(blob)
+    size = torch.tensor([len(blob)], device=device)
+    if dist.is_initialized():
+        dist.broadcast(size, 0)
+    check_budget(int(size), len(code), cap)  # on every rank, before anything is written: an over-cap result never is
+    if rank == 0:
+        write_artifact(args.artifact_path, blob)
         log0(f"artifact:{args.artifact_path} bytes:{len(blob)} code_bytes:{len(code)} "
              f"quantize_pack_time:{time.perf_counter() - t:.1f}s", logfile)
     if dist.is_initialized():
         dist.barrier()
-    total = check_budget(Path(args.artifact_path).stat().st_size, len(code), args.artifact_cap_bytes)
-    log0(f"bytes_total:{total} margin:{args.artifact_cap_bytes - total}", logfile)
-    post = score_artifact(args, args.artifact_path, val_tokens, luts, device, logfile)
+    post = score_artifact(args, checked_artifact(args.artifact_path, tokenizer_sha, len(code), cap, logfile),
+                          val_tokens, luts, device, logfile)
     log0(f"quant_gap_bpb:{post['val_bpb'] - pre['val_bpb']:+.5f}", logfile)
 
 

@@ -79,6 +79,11 @@ TINY_MODEL = dict(vocab_size=64, model_dim=64, num_heads=2, num_kv_heads=1, gdn_
                   conv_size=4, swa_window=16, doc_reset=1, smear=1, x0_mix=1, rope_base=10000.0,
                   qk_gain_init=1.5, logit_softcap=30.0)
 PLAIN_INPUTS = dict(smear=0, x0_mix=0)  # without the previous-token gate and the per-block input embedding
+TINY_ENV = dict(VOCAB_SIZE="400", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", GDN_PER_GROUP="1",
+                MLP_MULT="2", SWA_WINDOW="16", TRAIN_SEQ_LEN="64", MICRO_BATCH_SEQS="4", TRAIN_BATCH_TOKENS="512",
+                ITERATIONS="25", MAX_WALLCLOCK_SECONDS="0", COMPILE_WARMUP_STEPS="1", TRAIN_LOG_EVERY="5",
+                EVAL_SEQ_LEN="64", EVAL_STRIDE="16", EVAL_BATCH_SEQS="8", CALIB_SEQS="4", CALIB_LEN="32",
+                GPTQ_BLOCK="32", RUN_ID="e2e", OMP_NUM_THREADS="1")  # main's tiny run, for the conftest tokenizer
 
 
 def tiny_args(data_dir: Path, **overrides) -> train_gpt.Hyperparameters:

@@ -44,8 +44,16 @@ def test_missing_shards_say_what_to_do(tmp_path):
 
 def test_token_ids_beyond_vocab_are_refused(tmp_path):
     write_shard(tmp_path / "fineweb_val_000000.bin", np.array([1, 5, 2000]))
-    with pytest.raises(ValueError, match="token id 2000 >= vocab size 1024"):
+    with pytest.raises(ValueError, match="fineweb_val_000000.bin at token 2: token id 2000 >= vocab size 1024"):
         train_gpt.load_val_tokens(str(tmp_path / "fineweb_val_*.bin"), 1024)
+
+
+def test_token_count_checks_every_shard_header_not_only_the_first(tmp_path):
+    for i in range(3):
+        write_shard(tmp_path / f"fineweb_train_00000{i}.bin", np.arange(100))
+    corrupt(tmp_path / "fineweb_train_000001.bin", 0, 12345)
+    with pytest.raises(ValueError, match="fineweb_train_000001.bin: bad magic 12345"):
+        train_gpt.count_tokens(str(tmp_path / "fineweb_train_*.bin"))
 
 
 def test_training_stream_refuses_token_ids_beyond_vocab_where_it_reads_them(tmp_path):
@@ -53,8 +61,8 @@ def test_training_stream_refuses_token_ids_beyond_vocab_where_it_reads_them(tmp_
     write_shard(tmp_path / "fineweb_train_000001.bin", np.array([1, 2, 3, 2000]))
     stream = train_gpt.TokenStream(str(tmp_path / "fineweb_train_*.bin"), 1024)
     assert np.array_equal(stream.take(102), [*range(100), 1, 2])
-    with pytest.raises(ValueError, match=r"fineweb_train_000001.bin at token 2: token id 2000 >= vocab size 1024"):
-        stream.take(2)
+    with pytest.raises(ValueError, match=r"fineweb_train_000001.bin at token 3: token id 2000 >= vocab size 1024"):
+        stream.take(2)  # the chunk starts at token 2 of the file; the error names the bad token, 3
 
 
 def test_tokenizer_vocab_must_match_model(tokenizer):

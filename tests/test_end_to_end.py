@@ -1,5 +1,6 @@
 """main: two ranks (gloo, CPU) train, quantize, pack and score once; a cold --eval reproduces the score."""
 
+import hashlib
 import os
 import random
 import re
@@ -7,15 +8,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from conftest import ROOT, encode_stream, random_document
+import train_gpt
+from conftest import ROOT, TINY_ENV, encode_stream, random_document
 from shards import write_shard
-
-TINY_ENV = dict(VOCAB_SIZE="400", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", GDN_PER_GROUP="1",
-                MLP_MULT="2", SWA_WINDOW="16", TRAIN_SEQ_LEN="64", MICRO_BATCH_SEQS="4", TRAIN_BATCH_TOKENS="512",
-                ITERATIONS="25", MAX_WALLCLOCK_SECONDS="0", COMPILE_WARMUP_STEPS="1", TRAIN_LOG_EVERY="5",
-                EVAL_SEQ_LEN="64", EVAL_STRIDE="16", EVAL_BATCH_SEQS="8", CALIB_SEQS="4", CALIB_LEN="32",
-                GPTQ_BLOCK="32", RUN_ID="e2e", OMP_NUM_THREADS="1")
 
 
 def number(pattern, text):
@@ -42,8 +39,14 @@ def run(tokenizer, tmp_path_factory):
 
 
 def test_two_rank_run_trains_quantizes_and_scores_once(run):
-    work, _, log = run
+    work, env, log = run
     assert "world_size:2" in log and "byte_proof:" in log and "match" in log
+    stack = log.splitlines()[1]  # the second line: what the numbers were measured with
+    assert stack.startswith("stack: python:") and f"torch:{torch.__version__}" in stack and "gpus:none" in stack
+    sha = hashlib.sha256(open(env["TOKENIZER_PATH"], "rb").read()).hexdigest()
+    config = train_gpt.read_header((work / "model.ptz").read_bytes())[0]["config"]
+    assert config["tokenizer_sha256"] == sha and config["vocab_size"] == 400
+    assert sorted(p.name for p in work.iterdir()) == ["logs", "model.ptz"]  # no temporary file left
     overrides = re.search(r"env_overrides: (.*)", log).group(1).split()  # what a reader needs beside code_sha256
     assert "MODEL_DIM=64" in overrides and "GPTQ_BLOCK=32" in overrides
     assert not any(o.startswith("OMP_") for o in overrides)
@@ -64,6 +67,7 @@ def test_cold_eval_of_the_artifact_alone_reproduces_the_score(run, tmp_path):
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert list(tmp_path.iterdir()) == [tmp_path / "logs"]  # it wrote no weights and read none but the artifact
+    assert f"artifact_check:{work / 'model.ptz'} checksum:ok tokenizer:ok bytes_total:" in out.stdout
     cold = number(r"roundtrip .*val_bpb:([\d.]+)", out.stdout)
     assert abs(cold - number(r"roundtrip .*val_bpb:([\d.]+)", log)) < 1e-6
 
@@ -81,9 +85,13 @@ def test_record_folder_from_the_run_log(run, tmp_path):
 def test_over_budget_run_fails_on_both_ranks_before_any_score(run, tmp_path):
     _, env, _ = run
     env = dict(env, ARTIFACT_CAP_BYTES="20000", ARTIFACT_PATH=str(tmp_path / "big.ptz"), ITERATIONS="3")
+    (tmp_path / "big.ptz").write_bytes(b"an earlier good artifact")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "train_gpt.py")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "over the 20,000-byte cap: no result is declared" in text
     assert "nothing fits the cap" in text and "final_quantized_zstd22_roundtrip" not in text
+    assert (tmp_path / "big.ptz").read_bytes() == b"an earlier good artifact"  # never replaced by the over-cap one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.ptz", "logs"]
+    assert "error on rank 0: ArtifactTooLarge: " in (tmp_path / "logs" / "e2e.txt").read_text()

@@ -1,4 +1,6 @@
-"""Quantization section: GPTQ vs round-to-nearest, packing, the byte budget."""
+"""Quantization section: GPTQ vs round-to-nearest, packing and its checksum, the byte budget."""
+
+import random
 
 import pytest
 import torch
@@ -33,6 +35,30 @@ def test_corrupt_artifact_is_refused():
     import zstandard
     with pytest.raises(ValueError, match="not a GDN-Hybrid artifact"):
         train_gpt.unpack_artifact(zstandard.ZstdCompressor().compress(b"something else entirely"))
+
+
+def test_every_single_bit_flip_anywhere_in_the_file_is_refused():
+    """A flip in the magic says so; anywhere else the SHA-256 of the bytes after it no longer holds."""
+    arrays = {"w:q": torch.randint(-31, 32, (64, 100), dtype=torch.int8), "w:s": torch.rand(64).half(),
+              "n:f": torch.randn(64).half()}
+    blob = train_gpt.pack_artifact(dict(TINY_MODEL), arrays)
+    rng = random.Random(0)
+    for bit in [0, 8 * len(blob) - 1] + rng.sample(range(8 * len(blob)), 60):
+        bad = bytearray(blob)
+        bad[bit // 8] ^= 1 << bit % 8
+        with pytest.raises(ValueError, match="checksum mismatch|not a GDN-Hybrid artifact"):
+            train_gpt.unpack_artifact(bytes(bad))
+
+
+def test_an_artifact_replaces_the_file_only_once_it_reads_back_and_unpacks(tmp_path):
+    blob = train_gpt.pack_artifact(dict(TINY_MODEL), {"n:f": torch.randn(64).half()})
+    path = tmp_path / "model.ptz"
+    path.write_bytes(b"an earlier good artifact")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        train_gpt.write_artifact(str(path), blob[:-1])
+    assert path.read_bytes() == b"an earlier good artifact" and sorted(tmp_path.iterdir()) == [path]
+    train_gpt.write_artifact(str(path), blob)
+    assert path.read_bytes() == blob and sorted(tmp_path.iterdir()) == [path]
 
 
 def correlated_layer(seed=0, n=4096, fan_in=128, fan_out=96):
@@ -122,7 +148,7 @@ def test_quantized_model_reloads_from_bytes_close_to_float(markov_data, features
     assert arrays["embed.weight:q"].abs().max() == 127 and arrays["blocks.0.mlp.fc.weight:q"].abs().max() <= 31
     path = markov_data / "artifact.ptz"
     path.write_bytes(train_gpt.pack_artifact(model.cfg, arrays))
-    reloaded = train_gpt.load_artifact(str(path), torch.device("cpu"))
+    reloaded = train_gpt.model_from_blob(path.read_bytes(), torch.device("cpu"))
     ids = calib[:, :-1]
     with torch.no_grad():
         a, b = model(ids, calib[:, 1:]).mean(), reloaded(ids, calib[:, 1:]).mean()
