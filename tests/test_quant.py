@@ -209,3 +209,18 @@ def test_fit_refuses_when_nothing_fits_and_stops_at_the_finest_steps_when_all_fi
     args.artifact_cap_bytes = finest + 1000 + 10 * args.fit_slack_bytes
     assert len(train_gpt.fit_artifact(model, hessians, model.cfg, 1000, args)) == finest
     assert "scale:0.1250" in capsys.readouterr().out.splitlines()[-1]
+
+
+# The tiny model's quantization at the factors as set, as main produced it at 908f3ee on 2 CPU cores: packed bytes
+# and the weights' relative squared error after the round trip. A reorganised train_gpt.py must reproduce them.
+RECORDED_QUANT_BYTES, RECORDED_QUANT_ERROR = 57_674, 0.0192344
+
+
+def test_quantization_reproduces_the_recorded_bytes_and_error(markov_data):
+    model, hessians, args, _ = fit_setup(markov_data)
+    arrays = train_gpt.quantize_model(train_gpt.quant_plan(model, hessians, args), 1.0, args)
+    blob = train_gpt.pack_artifact(model.cfg, arrays)
+    state, ref = train_gpt.dequantize(arrays), model.state_dict()
+    error = (sum((state[k] - ref[k]).square().sum() for k in state) / sum(ref[k].square().sum() for k in state)).item()
+    assert abs(len(blob) - RECORDED_QUANT_BYTES) <= 0.002 * RECORDED_QUANT_BYTES, (len(blob), error)
+    assert abs(error - RECORDED_QUANT_ERROR) <= 0.01 * RECORDED_QUANT_ERROR, (len(blob), error)
