@@ -799,6 +799,12 @@ def train_step(model, loader, accum: int, device) -> Tensor:
     return total / accum
 
 
+def step_optimizers(optimizers: list[torch.optim.Optimizer]):
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 def grad_accum_steps(args: Hyperparameters, world_size: int) -> int:
     per_step = world_size * args.micro_batch_seqs * args.train_seq_len
     if args.train_batch_tokens % per_step:
@@ -817,9 +823,7 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
     for i in range(args.compile_warmup_steps):  # compiles kernels for the training shapes; undone below
         t = time.perf_counter()
         train_step(model, make_loader(), accum, device)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(optimizers)
         log0(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s", logfile)
     base_model.load_state_dict(initial[0])
     for opt, state in zip(optimizers, initial[1]):
@@ -837,9 +841,7 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         optimizers[0].param_groups[0]["momentum"] = (args.muon_momentum_warmup_start * (1 - momentum_frac)
                                                      + args.muon_momentum * momentum_frac)
         loss = train_step(model, loader, accum, device)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(optimizers)
         ema.update(base_model)
         step += 1
         # the slowest rank's clock for all: every rank then follows one LR schedule and stops at one step. It is
@@ -1222,8 +1224,10 @@ def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
 
 
 @torch.inference_mode()
-def evaluate(model, tokens: Tensor, luts, args, device, stride: int, logfile=None) -> dict:
-    """Sliding-window val loss and bpb; sums are exact (float64 nats, int64 bytes) across ranks."""
+def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, logfile=None) -> dict:
+    """Sliding-window val loss and bpb (stride: EVAL_STRIDE unless given); sums are exact (float64 nats, int64
+    bytes) across ranks."""
+    device, stride = next(model.parameters()).device, args.eval_stride if stride is None else stride
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     L, B = args.eval_seq_len, args.eval_batch_seqs
     windows = window_schedule(tokens.numel(), L, stride)
@@ -1378,7 +1382,7 @@ def score_artifact(args, blob: bytes, tokens, luts, device, logfile=None) -> dic
     seqs = tokens[:args.eval_seq_len + 1].to(device).repeat(args.eval_batch_seqs, 1)
     with torch.inference_mode(), autocast(device):  # evaluate's batch, shape and dtype: kernels compile per shape
         model(seqs[:, :-1], seqs[:, 1:])
-    result = evaluate(model, tokens, luts, args, device, args.eval_stride, logfile)
+    result = evaluate(model, tokens, luts, args, logfile=logfile)
     report("final_quantized_zstd22_roundtrip", result, logfile)
     return result
 
@@ -1431,7 +1435,7 @@ def run(args, eval_path: str | None, rank: int, world: int, device, logfile: str
     # uncompiled: compiling the eval shape costs more than eager evaluation saves; GPTQ's hooks need it too
     plain = GDNHybrid(args.model_config()).to(device)
     plain.load_state_dict(base_model.state_dict())
-    pre = evaluate(plain, val_tokens, luts, args, device, args.eval_stride, logfile)
+    pre = evaluate(plain, val_tokens, luts, args, logfile=logfile)
     report("pre_quant_ema", pre, logfile)
     blob = b""
     if rank == 0:
