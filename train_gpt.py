@@ -79,21 +79,21 @@ class Hyperparameters:
     # model
     vocab_size = env("VOCAB_SIZE", 1024)
     model_dim = env("MODEL_DIM", 512)
-    num_heads = env("NUM_HEADS", 4)  # head dim 128: beat 8 heads of 64 in proxy trials, same speed
+    num_heads = env("NUM_HEADS", 4)  # head dim 128 (notes/heads.md)
     num_kv_heads = env("NUM_KV_HEADS", 2)
     gdn_per_group = env("GDN_PER_GROUP", 5)
     mlp_mult = env("MLP_MULT", 3)
     conv_size = env("CONV_SIZE", 4)
-    swa_window = env("SWA_WINDOW", 2048)  # = the sequence: full causal beat a 512 window by 0.012 / 0.008 (2 seeds)
+    swa_window = env("SWA_WINDOW", 2048)  # = the sequence: full causal attention
     doc_reset = env("DOC_RESET", 1)
-    smear = env("SMEAR", 1)  # SMEAR and X0_MIX: -0.0030 / -0.0059 and -0.0066 / -0.0024 bpb in 100 s trials
+    smear = env("SMEAR", 1)
     x0_mix = env("X0_MIX", 1)
     rope_base = env("ROPE_BASE", 10000.0)
     qk_gain_init = env("QK_GAIN_INIT", 1.5)
     logit_softcap = env("LOGIT_SOFTCAP", 30.0)
     tied_embed_init_std = env("TIED_EMBED_INIT_STD", 0.005)
     # optimizer
-    matrix_lr = env("MATRIX_LR", 0.03)  # beat 0.02: -0.0028 / -0.0057 (100 s, 2 seeds), -0.0059 post-GPTQ at 300 s
+    matrix_lr = env("MATRIX_LR", 0.03)
     muon_wd = env("MUON_WD", 0.04)
     muon_momentum = env("MUON_MOMENTUM", 0.95)
     muon_momentum_warmup_start = env("MUON_MOMENTUM_WARMUP_START", 0.85)
@@ -147,7 +147,7 @@ def read_shard(path: str | Path) -> np.ndarray:
     if size != expected:
         raise ValueError(f"{path}: header says {header[2]} tokens = {expected} bytes but the file has {size} "
                          f"bytes (truncated or corrupt); {fix}")
-    # mapped, not read: a 100M-token shard took 0.05-0.45 s to read, a stall of every rank at each shard change
+    # mapped, not read: reading a whole shard stalls every rank at each shard change
     return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(int(header[2]),))
 
 
@@ -280,7 +280,7 @@ def gated_delta_rule(q, k, v, g, beta):
 
 @torch.compiler.disable  # as gated_delta_rule: fla's kernels run eagerly
 def gated_rms_norm(x: Tensor, gate: Tensor, weight: Tensor) -> Tensor:
-    """rms_norm(x) * weight * silu(gate); on a GPU one fla kernel each way, where inductor's took three."""
+    """rms_norm(x) * weight * silu(gate); on a GPU one fused fla kernel each way."""
     if not x.is_cuda:
         return rms_norm(x) * weight.to(x.dtype) * F.silu(gate)
     return rms_norm_gated(x, gate, weight, None, eps=torch.finfo(torch.float32).eps)  # F.rms_norm's eps on bf16
@@ -309,9 +309,8 @@ def conv_qkv_ref(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> t
 
 
 if triton is not None:
-    # Inductor's kernels for conv_qkv_ref took ~4 ms a GDN layer (fwd + bwd), most in the weight gradient's
-    # reduction over all tokens; these read and write each tensor once or twice. A program owns BT tokens
-    # of one head of q, k or v (D channels), so it holds whole rows for the L2 norm.
+    # conv_qkv_ref on a GPU, reading and writing each tensor once or twice. A program owns BT tokens of one
+    # head of q, k or v (D channels), so it holds whole rows for the L2 norm.
     @triton.jit
     def conv_tile(x, w, doc, row, t, c, T, C, K: tl.constexpr, BT: tl.constexpr, D: tl.constexpr):
         """Pre-activation conv at tokens t, channels c; tap j pairs x[t - j] with w[:, K-1-j]."""
@@ -378,7 +377,7 @@ if triton is not None:
     # The MLP's two hidden-width products with relu^2 in the epilogue: neither h nor dr ([tokens, 3d]) goes through
     # memory. Tiles move by TMA. The forward is persistent, its tile loop flattened into the K loop so that the next
     # tile's loads overlap this tile's epilogue. The backward, which also reads r, runs one program per tile, which
-    # measured faster than any tile loop (notes/relu2_kernels.md).
+    # is faster than any tile loop (notes/relu2_kernels.md).
     @triton.jit
     def tile_product(a, b, m0, n0, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, B_KN: tl.constexpr):
         acc = tl.zeros((BM, BN), tl.float32)
@@ -410,8 +409,8 @@ if triton is not None:
 
 class ConvQKV(torch.autograd.Function):
     """conv_qkv_ref on a GPU in Triton, q, k and v each written contiguous for fla; one launch per part, so
-    their gradients are read where autograd leaves them (stacked outputs cost a 2 ms copy per step).
-    Per-tile weight-gradient partials keep the backward deterministic. BT and warps: scripts/tune_conv.py."""
+    their gradients are read where autograd leaves them (stacked outputs would need a copy). Per-tile
+    weight-gradient partials keep the backward deterministic. BT and warps: notes/conv_kernels.md."""
     BT = 32
 
     @staticmethod
@@ -800,6 +799,12 @@ def train_step(model, loader, accum: int, device) -> Tensor:
     return total / accum
 
 
+def step_optimizers(optimizers: list[torch.optim.Optimizer]):
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 def grad_accum_steps(args: Hyperparameters, world_size: int) -> int:
     per_step = world_size * args.micro_batch_seqs * args.train_seq_len
     if args.train_batch_tokens % per_step:
@@ -818,9 +823,7 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
     for i in range(args.compile_warmup_steps):  # compiles kernels for the training shapes; undone below
         t = time.perf_counter()
         train_step(model, make_loader(), accum, device)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(optimizers)
         log0(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s", logfile)
     base_model.load_state_dict(initial[0])
     for opt, state in zip(optimizers, initial[1]):
@@ -838,9 +841,7 @@ def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
         optimizers[0].param_groups[0]["momentum"] = (args.muon_momentum_warmup_start * (1 - momentum_frac)
                                                      + args.muon_momentum * momentum_frac)
         loss = train_step(model, loader, accum, device)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(optimizers)
         ema.update(base_model)
         step += 1
         # the slowest rank's clock for all: every rank then follows one LR schedule and stops at one step. It is
@@ -1223,8 +1224,10 @@ def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
 
 
 @torch.inference_mode()
-def evaluate(model, tokens: Tensor, luts, args, device, stride: int, logfile=None) -> dict:
-    """Sliding-window val loss and bpb; sums are exact (float64 nats, int64 bytes) across ranks."""
+def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, logfile=None) -> dict:
+    """Sliding-window val loss and bpb (stride: EVAL_STRIDE unless given); sums are exact (float64 nats, int64
+    bytes) across ranks."""
+    device, stride = next(model.parameters()).device, args.eval_stride if stride is None else stride
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     L, B = args.eval_seq_len, args.eval_batch_seqs
     windows = window_schedule(tokens.numel(), L, stride)
@@ -1379,7 +1382,7 @@ def score_artifact(args, blob: bytes, tokens, luts, device, logfile=None) -> dic
     seqs = tokens[:args.eval_seq_len + 1].to(device).repeat(args.eval_batch_seqs, 1)
     with torch.inference_mode(), autocast(device):  # evaluate's batch, shape and dtype: kernels compile per shape
         model(seqs[:, :-1], seqs[:, 1:])
-    result = evaluate(model, tokens, luts, args, device, args.eval_stride, logfile)
+    result = evaluate(model, tokens, luts, args, logfile=logfile)
     report("final_quantized_zstd22_roundtrip", result, logfile)
     return result
 
@@ -1429,11 +1432,10 @@ def run(args, eval_path: str | None, rank: int, world: int, device, logfile: str
     if device.type == "cuda":
         log0(f"peak_memory:{torch.cuda.max_memory_allocated() // 2**20} MiB", logfile)
     result["ema"].copy_to(base_model)
-    # uncompiled: on one H100 compiling the eval shape took ~29 s, eager eval runs ~0.1 s a batch; GPTQ's
-    # hooks need it too
+    # uncompiled: compiling the eval shape costs more than eager evaluation saves; GPTQ's hooks need it too
     plain = GDNHybrid(args.model_config()).to(device)
     plain.load_state_dict(base_model.state_dict())
-    pre = evaluate(plain, val_tokens, luts, args, device, args.eval_stride, logfile)
+    pre = evaluate(plain, val_tokens, luts, args, logfile=logfile)
     report("pre_quant_ema", pre, logfile)
     blob = b""
     if rank == 0:

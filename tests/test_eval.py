@@ -65,12 +65,12 @@ def test_sliding_with_stride_equal_to_length_is_plain_chunked_eval(markov_data):
     model = tiny_model()
     tokens = train_gpt.load_val_tokens(args.val_files, 64)[:64 * 12 + 1]
     luts = tuple(torch.ones(64, dtype=t) for t in (torch.int64, torch.bool, torch.bool))
-    result = train_gpt.evaluate(model, tokens, luts, args, torch.device("cpu"), stride=64)
+    result = train_gpt.evaluate(model, tokens, luts, args, stride=64)
     with torch.no_grad():
         plain = model(tokens[:-1].view(12, 64), tokens[1:].view(12, 64)).double().mean().item()
     assert result["tokens"] == 64 * 12 == result["bytes"]
     assert abs(result["val_loss"] - plain) < 1e-6
-    sliding = train_gpt.evaluate(model, tokens, luts, args, torch.device("cpu"), stride=16)
+    sliding = train_gpt.evaluate(model, tokens, luts, args, stride=16)
     assert sliding["tokens"] == result["tokens"] and sliding["val_loss"] <= result["val_loss"] + 1e-3
 
 

@@ -51,7 +51,7 @@ def fitted(module, model, hessians, args, code_bytes: int, device) -> tuple[byte
 def study(args, state: dict, val_tokens, luts, device, variants: list[str], baseline: str | None = None) -> list[dict]:
     model = tg.GDNHybrid(args.model_config()).to(device)
     model.load_state_dict(state)
-    float_bpb = tg.evaluate(model, val_tokens, luts, args, device, args.eval_stride)["val_bpb"]
+    float_bpb = tg.evaluate(model, val_tokens, luts, args)["val_bpb"]
     print(f"float (EMA) val_bpb {float_bpb:.5f}", flush=True)
     hessians = tg.calibrate(model, args, device)
     code = len(Path(tg.__file__).read_bytes())
@@ -66,7 +66,7 @@ def study(args, state: dict, val_tokens, luts, device, variants: list[str], base
         t = time.perf_counter()
         blob, quantized = fitted(module, model, hessians, a, code_bytes, device)
         seconds = time.perf_counter() - t
-        bpb = tg.evaluate(quantized, val_tokens, luts, a, device, a.eval_stride)["val_bpb"]
+        bpb = tg.evaluate(quantized, val_tokens, luts, a)["val_bpb"]
         rows.append(dict(label=label, bytes=len(blob), total=len(blob) + code_bytes, bpb=bpb, seconds=seconds))
         print(f"{label}: {len(blob):,} B + code {code_bytes:,}, val_bpb {bpb:.5f}, fit {seconds:.1f}s", flush=True)
     for r in rows:

@@ -98,7 +98,7 @@ def main(baseline_path: str, artifact: str, log_path: str | None = None):
     if device.type == "cuda":
         model = torch.compile(model, dynamic=False, fullgraph=True)
     for stride in (seq_len, ours.eval_stride):
-        result = tg.evaluate(model, tokens, luts, args, device, stride)
+        result = tg.evaluate(model, tokens, luts, args, stride)
         tg.report(f"baseline_ours_metric seq_len:{seq_len} stride:{stride}", result)
         if stride == seq_len and log_path:
             own = own_val_loss(log_path)

@@ -78,14 +78,14 @@ def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, 
         trained[key] = model, stats, quantized
     model, stats, quantized = trained[key]
     print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
-    result = tg.evaluate(model, val_tokens, luts, args, device, args.eval_stride)
+    result = tg.evaluate(model, val_tokens, luts, args)
     row = {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
            "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
            "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
            "eval_seconds": result["seconds"]}
     if quantized is not None:
         row["artifact_bytes"] = quantized[1]
-        row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args, device, args.eval_stride)["val_bpb"]
+        row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args)["val_bpb"]
     return row
 
 
