@@ -1057,7 +1057,7 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH5", 1 << 22
-CHECKED = 37  # the magic, then the SHA-256 of every byte after it
+CHECKED = len(ARTIFACT_MAGIC) + 32  # the magic, then the SHA-256 of every byte after it
 # zstd level 22 taking only matches of 6 bytes or more: on int6 values the shorter matches it would otherwise
 # take cost bytes and make the size jump between nearly equal steps, which the fit cannot aim through
 PACK_ZSTD = zstandard.ZstdCompressionParameters.from_level(22, min_match=6)
@@ -1104,7 +1104,7 @@ def read_header(blob: bytes) -> tuple[dict, int]:
     """The artifact's header and the offset of its first frame, once the checksum holds."""
     if not blob.startswith(ARTIFACT_MAGIC):
         raise ValueError(f"not a GDN-Hybrid artifact (magic {blob[:5]!r}, expected {ARTIFACT_MAGIC!r})")
-    if hashlib.sha256(memoryview(blob)[CHECKED:]).digest() != blob[5:CHECKED]:
+    if hashlib.sha256(memoryview(blob)[CHECKED:]).digest() != blob[len(ARTIFACT_MAGIC):CHECKED]:
         raise ValueError("artifact checksum mismatch: the file is truncated or corrupt; re-copy it or re-train")
     n = int.from_bytes(blob[CHECKED:CHECKED + 4], "little")
     return json.loads(zstandard.ZstdDecompressor().decompress(blob[CHECKED + 4:CHECKED + 4 + n])), CHECKED + 4 + n
