@@ -44,7 +44,11 @@ try:
 except ImportError:
     chunk_gated_delta_rule = rms_norm_gated = None
 
+
+log = logging.getLogger("train_gpt").info  # routed by start_logging
+
 # ---------------------------------------------------------------- hyperparameters
+# Every setting is an environment variable, typed by its default.
 
 SETTINGS = []  # every setting's environment variable
 
@@ -123,10 +127,31 @@ class Hyperparameters:
                   "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
                   "qk_gain_init", "logit_softcap")
 
+    positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
+                "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
+    non_negative = ("max_wallclock_seconds", "compile_warmup_steps", "lr_warmup_steps", "warmdown_frac",
+                    "fit_slack_bytes")
+
     def model_config(self) -> dict:
         return {k: getattr(self, k) for k in self.model_keys}
 
+    def check(self):
+        """Refuses the settings that are out of range, naming each."""
+        bad = [f"{k.upper()}={getattr(self, k)} must be > 0" for k in self.positive if getattr(self, k) <= 0]
+        bad += [f"{k.upper()}={getattr(self, k)} must be >= 0" for k in self.non_negative if getattr(self, k) < 0]
+        if bad:
+            raise ValueError("; ".join(bad) + " (README.md's settings table)")
+
+
+def misspelt_settings(environ) -> list[str]:
+    """Variables that start as a setting does and are close to one's name, but that no setting reads."""
+    known = SETTINGS + ["RANK", "WORLD_SIZE", "LOCAL_RANK"]
+    prefixes = tuple({k.split("_")[0] + "_" for k in SETTINGS if "_" in k})
+    return [f"warning: {k} is read by no setting; did you mean {close[0]}?" for k in sorted(environ)
+            if k.startswith(prefixes) and k not in known and (close := difflib.get_close_matches(k, known, 1))]
+
 # ---------------------------------------------------------------- data
+# Shards, the stream every rank reads, the tokenizer and its byte tables.
 
 SHARD_MAGIC, SHARD_VERSION, HEADER_INTS = 20240520, 1, 256
 BOS_ID = 1
@@ -218,7 +243,85 @@ class DistributedLoader:
         local = (local.pin_memory() if self.device.type == "cuda" else local).to(self.device, non_blocking=True)
         return local[:-1].view(self.seqs, self.seq_len), local[1:].view(self.seqs, self.seq_len)
 
+
+def load_tokenizer(args) -> spm.SentencePieceProcessor:
+    if not Path(args.tokenizer_path).is_file():
+        raise FileNotFoundError(f"tokenizer {args.tokenizer_path} not found: set TOKENIZER_PATH")
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if int(sp.vocab_size()) != args.vocab_size:
+        raise ValueError(f"tokenizer {args.tokenizer_path} has {sp.vocab_size()} pieces but VOCAB_SIZE="
+                         f"{args.vocab_size}: shards, tokenizer and model must share one vocabulary")
+    return sp
+
+
+def tokenizer_sha256(args) -> str:
+    """Must match the export's manifest.json where that records one (build_proxy.py's do; the challenge's has none)."""
+    sha = hashlib.sha256(Path(args.tokenizer_path).read_bytes()).hexdigest()
+    manifest = Path(args.data_path) / "manifest.json"
+    entry = json.loads(manifest.read_text()).get("tokenizer") if manifest.is_file() else None
+    recorded = entry.get("sha256") if isinstance(entry, dict) else None
+    if recorded not in (None, sha):
+        raise ValueError(f"TOKENIZER_PATH={args.tokenizer_path} (sha256 {sha}) is not the tokenizer of the shards "
+                         f"in {manifest} (sha256 {recorded}): set TOKENIZER_PATH to the export's tokenizer")
+    log(f"tokenizer:{args.tokenizer_path} sha256:{sha} vocab:{args.vocab_size} "
+        f"manifest:{'match' if recorded else 'none, nothing compared'}")
+    return sha
+
+
+def build_sentencepiece_luts(sp: spm.SentencePieceProcessor, vocab_size: int, device) -> tuple[Tensor, ...]:
+    """Bytes per token: a leading '▁' is a space, counted only after a non-boundary token; a byte piece is 1
+    byte; control/unknown/unused pieces and padding ids are 0."""
+    n = max(int(sp.vocab_size()), vocab_size)
+    base, space, boundary = np.zeros(n, np.int64), np.zeros(n, np.bool_), np.ones(n, np.bool_)
+    for i in range(int(sp.vocab_size())):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        piece = sp.id_to_piece(i)
+        if sp.is_byte(i):
+            base[i] = 1
+        else:
+            space[i] = piece.startswith("▁")
+            base[i] = len(piece.removeprefix("▁").encode("utf-8"))
+    return tuple(torch.tensor(a, device=device) for a in (base, space, boundary))
+
+
+def token_byte_counts(prev_ids: Tensor, tgt_ids: Tensor, luts: tuple[Tensor, ...]) -> Tensor:
+    """The only byte counter: UTF-8 bytes that each target token adds to the decoded text."""
+    base, space, boundary = luts
+    return base[tgt_ids] + (space[tgt_ids] & ~boundary[prev_ids]).long()
+
+
+def decoded_byte_count(sp: spm.SentencePieceProcessor, tokens: np.ndarray) -> int:
+    """UTF-8 bytes of the text the tokens decode to, document by document (BOS excluded)."""
+    starts = np.flatnonzero(tokens == BOS_ID)
+    bounds = np.concatenate([[0], starts, [len(tokens)]])
+    return sum(len(sp.decode(tokens[a:b][tokens[a:b] != BOS_ID].tolist()).encode("utf-8"))
+               for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
+
+
+def prove_byte_count(sp, tokens: Tensor, luts) -> int:
+    """The LUT's byte total over every scored target must equal the UTF-8 length of the decoded text."""
+    lut_bytes = int(token_byte_counts(tokens[:-1], tokens[1:], tuple(t.cpu() for t in luts)).sum())
+    text_bytes = decoded_byte_count(sp, tokens.numpy())
+    log(f"byte_proof: lut_bytes:{lut_bytes} decoded_utf8_bytes:{text_bytes} "
+        f"{'match' if lut_bytes == text_bytes else 'MISMATCH'}")
+    if lut_bytes != text_bytes:
+        raise AssertionError(f"byte count LUT disagrees with the decoded text: {lut_bytes} != {text_bytes}")
+    return lut_bytes
+
+
+def load_eval_data(args, device, prove: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The validation tokens and byte tables; with `prove`, rank 0 checks the tables against the decoded text."""
+    sp = load_tokenizer(args)
+    tokens = load_val_tokens(args.val_files, args.vocab_size)
+    luts = build_sentencepiece_luts(sp, args.vocab_size, device)
+    if prove and rank_and_world()[0] == 0:
+        prove_byte_count(sp, tokens, luts)
+    return tokens, luts
+
 # ---------------------------------------------------------------- model
+# By layer: Gated DeltaNet, the shared attention, the relu^2 MLP, the block and the hybrid.
 
 DOC_RESET_GATE = -30.0  # log-decay added at a BOS token: exp(-30) ~ 1e-13 of the old state survives
 SM_COUNT = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 1  # grids
@@ -238,6 +341,7 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+# -- Gated DeltaNet: the recurrence and its gated norm
 def gated_delta_rule_ref(q, k, v, g, beta, scale, chunk=64):
     """Chunked Gated DeltaNet in plain PyTorch (the WY form fla uses); [B,T,H,D] layout, g is log-decay.
 
@@ -286,6 +390,7 @@ def gated_rms_norm(x: Tensor, gate: Tensor, weight: Tensor) -> Tensor:
     return rms_norm_gated(x, gate, weight, None, eps=torch.finfo(torch.float32).eps)  # F.rms_norm's eps on bf16
 
 
+# -- Gated DeltaNet: the causal conv of q, k, v
 def same_doc_shifted(doc: Tensor, j: int) -> Tensor:
     return F.pad(doc[:, j:] == doc[:, :-j], (j, 0), value=False)[..., None]
 
@@ -309,8 +414,7 @@ def conv_qkv_ref(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> t
 
 
 if triton is not None:
-    # conv_qkv_ref on a GPU, reading and writing each tensor once or twice. A program owns BT tokens of one
-    # head of q, k or v (D channels), so it holds whole rows for the L2 norm.
+    # A program owns BT tokens of one head of q, k or v (D channels): whole rows for the L2 norm.
     @triton.jit
     def conv_tile(x, w, doc, row, t, c, T, C, K: tl.constexpr, BT: tl.constexpr, D: tl.constexpr):
         """Pre-activation conv at tokens t, channels c; tap j pairs x[t - j] with w[:, K-1-j]."""
@@ -374,43 +478,11 @@ if triton is not None:
             tl.store(tile_dw + K - 1 - j, tl.sum(g_t * xs.to(tl.float32), axis=0))
         tl.store(dx + (row + t)[:, None] * C + c[None, :], acc.to(dx.dtype.element_ty), mask=here)
 
-    # The MLP's two hidden-width products with relu^2 in the epilogue: neither h nor dr ([tokens, 3d]) goes through
-    # memory. Tiles move by TMA. The forward is persistent, its tile loop flattened into the K loop so that the next
-    # tile's loads overlap this tile's epilogue. The backward, which also reads r, runs one program per tile, which
-    # is faster than any tile loop (notes/relu2_kernels.md).
-    @triton.jit
-    def tile_product(a, b, m0, n0, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, B_KN: tl.constexpr):
-        acc = tl.zeros((BM, BN), tl.float32)
-        for k0 in range(0, K, BK):
-            acc = tl.dot(a.load([m0, k0]), b.load([k0, n0]) if B_KN else b.load([n0, k0]).T, acc)
-        return acc
-
-    @triton.jit
-    def relu2_matmul_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                            BK: tl.constexpr):
-        """out = relu(a @ b)^2, b's descriptor over b^T [N, K]; in the backward (a @ b) * 2 sqrt(r), b's over b
-        [K, N]: dr times relu^2's derivative, given r."""
-        n_tiles, pid, programs = tl.cdiv(N, BN), tl.program_id(0), tl.num_programs(0)
-        if BACKWARD:
-            m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
-            acc = tile_product(a, b, m0, n0, K, BM, BN, BK, True) * 2 * tl.sqrt(r.load([m0, n0]).to(tl.float32))
-            out.store([m0, n0], acc.to(out.dtype))
-        else:
-            done = pid - programs  # the epilogue's own tile count, as in triton's persistent matmul
-            for tile in tl.range(pid, tl.cdiv(M, BM) * n_tiles, programs, flatten=True):
-                acc = tl.maximum(tile_product(a, b, (tile // n_tiles) * BM, (tile % n_tiles) * BN, K, BM, BN, BK,
-                                              False), 0.0)
-                done += programs
-                m0, n0 = (done // n_tiles) * BM, (done % n_tiles) * BN
-                lo, hi = tl.split(tl.permute(tl.reshape(acc * acc, (BM, 2, BN // 2)), (0, 2, 1)))
-                out.store([m0, n0], lo.to(out.dtype))  # in two halves: room for a fourth pipeline stage
-                out.store([m0, n0 + BN // 2], hi.to(out.dtype))
-
 
 class ConvQKV(torch.autograd.Function):
-    """conv_qkv_ref on a GPU in Triton, q, k and v each written contiguous for fla; one launch per part, so
-    their gradients are read where autograd leaves them (stacked outputs would need a copy). Per-tile
-    weight-gradient partials keep the backward deterministic. BT and warps: notes/conv_kernels.md."""
+    """conv_qkv_ref in Triton, q, k and v each written contiguous for fla by a launch of its own, so their
+    gradients are read where autograd leaves them. Per-tile weight-gradient partials keep the backward
+    deterministic. BT and warps: notes/conv_kernels.md."""
     BT = 32
 
     @staticmethod
@@ -445,6 +517,7 @@ def conv_qkv(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> tuple
     return tuple(o.view(*x.shape[:2], heads, -1) for o in outs)
 
 
+# -- Gated DeltaNet: the layer
 class GatedDeltaNet(nn.Module):
     def __init__(self, dim, heads, conv_size):
         super().__init__()
@@ -463,8 +536,8 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
-        # all that x gives, gates included, before the first kernel call: x's gradient is then summed in one graph,
-        # and no compiled graph runs between the conv and the recurrence (the GPU waited for its launch)
+        # all that x gives before the first kernel call: x's gradient sums in one graph, and no compiled graph
+        # runs between the conv and the recurrence (the GPU would wait for its launch)
         qkv, gate, (b, a) = self.qkv(x), self.gate(x), self.beta_decay(x).float().chunk(2, dim=-1)
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
@@ -474,9 +547,10 @@ class GatedDeltaNet(nn.Module):
         return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
 
 
+# -- attention
 def rotary_tables(T: int, D: int, base: float, device) -> tuple[Tensor, Tensor]:
-    """cos and sin [T, D / 2] of the rotary angles, made once per forward outside the compiled blocks: inside
-    them inductor recomputed the angles and their cos and sin in every kernel that used them."""
+    """cos and sin [T, D / 2] of the rotary angles, once per forward outside the compiled blocks (inside, inductor
+    recomputes them in every kernel that uses them)."""
     freq = base ** (-torch.arange(0, D, 2, device=device, dtype=torch.float32) / D)
     angle = torch.arange(T, device=device, dtype=torch.float32)[:, None] * freq
     return angle.cos(), angle.sin()
@@ -489,8 +563,8 @@ def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def block_mask(allowed, T: int, window: int, doc: Tensor, block: int = 128) -> BlockMask:
-    """flex attention's block sparsity for `allowed`, from each block's first and last position and their
-    documents (ids never decrease along a row) rather than from all T x T pairs."""
+    """flex attention's block sparsity for `allowed`, from each block's first and last position and document
+    (ids never decrease along a row) instead of all T x T pairs."""
     first = torch.arange(0, T, block, device=doc.device)
     last = (first + block - 1).clamp_max(T - 1)
     q_first, q_last = doc[:, first, None], doc[:, last, None]
@@ -540,18 +614,56 @@ class SlidingWindowAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
 
+# -- MLP: relu^2 fused into its matmuls
+if triton is not None:
+    # relu^2 in the epilogue of the MLP's two hidden-width products: h and dr ([tokens, 3d]) never reach memory.
+    # The forward is persistent, its tile loop flattened into the K loop so the next tile's loads overlap this
+    # epilogue; the backward runs a program per tile, faster than any loop (notes/relu2_kernels.md).
+    @triton.jit
+    def tile_product(a, b, m0, n0, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, B_KN: tl.constexpr):
+        acc = tl.zeros((BM, BN), tl.float32)
+        for k0 in range(0, K, BK):
+            acc = tl.dot(a.load([m0, k0]), b.load([k0, n0]) if B_KN else b.load([n0, k0]).T, acc)
+        return acc
+
+    @triton.jit
+    def relu2_matmul_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                            BK: tl.constexpr):
+        """out = relu(a @ b)^2 with b's descriptor over b^T [N, K]; backward, (a @ b) * 2 sqrt(r) (dr times relu^2's
+        derivative) with b's over b [K, N]."""
+        n_tiles, pid, programs = tl.cdiv(N, BN), tl.program_id(0), tl.num_programs(0)
+        if BACKWARD:
+            m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
+            acc = tile_product(a, b, m0, n0, K, BM, BN, BK, True) * 2 * tl.sqrt(r.load([m0, n0]).to(tl.float32))
+            out.store([m0, n0], acc.to(out.dtype))
+        else:
+            done = pid - programs  # the epilogue's own tile count, as in triton's persistent matmul
+            for tile in tl.range(pid, tl.cdiv(M, BM) * n_tiles, programs, flatten=True):
+                acc = tl.maximum(tile_product(a, b, (tile // n_tiles) * BM, (tile % n_tiles) * BN, K, BM, BN, BK,
+                                              False), 0.0)
+                done += programs
+                m0, n0 = (done // n_tiles) * BM, (done % n_tiles) * BN
+                lo, hi = tl.split(tl.permute(tl.reshape(acc * acc, (BM, 2, BN // 2)), (0, 2, 1)))
+                out.store([m0, n0], lo.to(out.dtype))  # in two halves: room for a fourth pipeline stage
+                out.store([m0, n0 + BN // 2], hi.to(out.dtype))
+
+
+# (BM, BN, BK, pipeline stages) of the two relu^2 products: the fastest measured on H100 and H200
+RELU2_FWD_TILES, RELU2_BWD_TILES = (128, 256, 64, 4), (128, 128, 64, 3)
+
+
 def relu2_matmul(a: Tensor, b: Tensor, r: Tensor | None = None) -> Tensor:
-    """relu(a @ b)^2, or with r (the backward) (a @ b) * 2 sqrt(r), for b [K, N]. By TMA: rows are 16-byte
-    multiples, and b is contiguous in the backward, b^T in the forward (where b is fc.t())."""
+    """relu(a @ b)^2, or given r (the backward) (a @ b) * 2 sqrt(r), for b [K, N], by TMA: rows are 16-byte
+    multiples; b is contiguous in the backward, b^T (fc) in the forward."""
     backward = r is not None
     M, N = a.size(0), b.size(1)
-    BN, stages = (128, 3) if backward else (256, 4)
+    BM, BN, BK, stages = RELU2_BWD_TILES if backward else RELU2_FWD_TILES
     out, desc = a.new_empty(M, N), TensorDescriptor.from_tensor
-    tiles = triton.cdiv(M, 128) * triton.cdiv(N, BN)
+    tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
     relu2_matmul_kernel[(tiles if backward else min(tiles, SM_COUNT),)](
-        desc(a, [128, 64]), desc(b, [64, BN]) if backward else desc(b.t(), [BN, 64]),
-        desc(r, [128, BN]) if backward else None, desc(out, [128, BN if backward else BN // 2]), M, N, a.size(1),
-        BACKWARD=backward, BM=128, BN=BN, BK=64, num_warps=8, num_stages=stages)
+        desc(a, [BM, BK]), desc(b, [BK, BN]) if backward else desc(b.t(), [BN, BK]),
+        desc(r, [BM, BN]) if backward else None, desc(out, [BM, BN if backward else BN // 2]), M, N, a.size(1),
+        BACKWARD=backward, BM=BM, BN=BN, BK=BK, num_warps=8, num_stages=stages)
     return out
 
 
@@ -587,9 +699,10 @@ class MLP(nn.Module):
         return self.proj(F.relu(self.fc(x)).square())
 
 
+# -- block and hybrid
 class Block(nn.Module):
-    """Pre-norm residual block; SWA blocks own no mixer and borrow the model's one attention. With x0_mix
-    each block first adds a learned share of the input embedding back (zero at the start)."""
+    """Pre-norm residual block; SWA blocks borrow the model's one attention. With x0_mix each block first adds
+    back a learned share (zero at first) of the input embedding."""
 
     def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int):
         super().__init__()
@@ -664,8 +777,8 @@ class GDNHybrid(nn.Module):
 
 
 def build_model(args, device) -> GDNHybrid:
-    """On a GPU each block, and the head with its loss, is compiled around fla's kernels: compiling fla's
-    layer itself was slower."""
+    """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling those is
+    slower)."""
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
         for block in model.blocks:
@@ -675,10 +788,11 @@ def build_model(args, device) -> GDNHybrid:
     return model
 
 # ---------------------------------------------------------------- optimizer
+# Muon for the projections, Adam for the rest, and the weights' EMA.
 
 def newton_schulz(G: Tensor, steps: int) -> Tensor:
-    """Approximately orthogonalise each matrix of a [N, m, n] stack (modded-nanogpt Muon's quintic
-    iteration); one batched product per term instead of one small kernel per matrix."""
+    """Nearly orthogonalises each matrix of a [N, m, n] stack (Muon's quintic iteration), one batched product
+    per term."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16() if G.is_cuda else G.float()
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
@@ -699,7 +813,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        rank, world = rank_and_world()
         for group in self.param_groups:
             params, m = group["params"], group["momentum"]
             flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
@@ -725,9 +839,12 @@ class Muon(torch.optim.Optimizer):
             torch._foreach_add_(params, [v.view_as(p) for v, p in zip(views, params)], alpha=-group["lr"])
 
 
+MATRIX_MIN_SIDE = 64  # narrower 2-D weights are gates and conv taps: Adam trains them, fp16 keeps them
+
+
 def is_matrix(name: str, p: Tensor) -> bool:
     """Weights that Muon trains and GPTQ quantizes: the blocks' and attention's large projections."""
-    return p.ndim == 2 and min(p.shape) >= 64 and name != "embed.weight"
+    return p.ndim == 2 and min(p.shape) >= MATRIX_MIN_SIDE and name != "embed.weight"
 
 
 def build_optimizers(model: nn.Module, args: Hyperparameters) -> list[torch.optim.Optimizer]:
@@ -745,8 +862,8 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list[torch.opti
 
 
 class EMA:
-    """Exponential moving average whose decay ramps up from 0: early weights soon wash out, even in
-    runs shorter than the 1 / (1 - decay) horizon."""
+    """Moving average whose decay ramps up from 0, so early weights wash out even in runs shorter than its
+    horizon."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
@@ -764,13 +881,19 @@ class EMA:
             p.copy_(s)
 
 # ---------------------------------------------------------------- training
+# The loop under the wall-clock cap, one clock and one schedule for every rank.
 
-def log0(msg: str, logfile: str | None = None):
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        print(msg, flush=True)
-        if logfile:
-            with open(logfile, "a", encoding="utf-8") as f:
-                print(msg, file=f)
+def rank_and_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
@@ -780,10 +903,6 @@ def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
     if args.max_wallclock_seconds > 0:
         progress = max(progress, elapsed / args.max_wallclock_seconds)
     return warm * max(0.0, min(1.0, (1 - progress) / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
-
-
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def train_step(model, loader, accum: int, device) -> Tensor:
@@ -813,69 +932,94 @@ def grad_accum_steps(args: Hyperparameters, world_size: int) -> int:
     return args.train_batch_tokens // per_step
 
 
-def train(args, base_model, model, make_loader, device, logfile=None) -> dict:
-    """Trains until ITERATIONS or the wall-clock cap (the same step on every rank); returns the EMA."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    cpu_group = dist.new_group(backend="gloo") if world > 1 else None  # the clock's all-reduce skips the GPU queue
-    accum = grad_accum_steps(args, world)
-    optimizers = build_optimizers(base_model, args)
+def set_schedule(optimizers: list[torch.optim.Optimizer], step: int, elapsed: float, args) -> float:
+    """Every group's learning rate for this step and Muon's momentum warm-up; returns the LR scale."""
+    scale = lr_scale(step, elapsed, args)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * scale
+    frac = min(1.0, step / max(1, args.muon_momentum_warmup_steps))
+    optimizers[0].param_groups[0]["momentum"] = (args.muon_momentum_warmup_start * (1 - frac)
+                                                 + args.muon_momentum * frac)
+    return scale
+
+
+def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int, device):
+    """Steps that compile the kernels for the training shapes, then undone: the run starts from the initial state."""
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
-    for i in range(args.compile_warmup_steps):  # compiles kernels for the training shapes; undone below
+    for i in range(args.compile_warmup_steps):
         t = time.perf_counter()
         train_step(model, make_loader(), accum, device)
         step_optimizers(optimizers)
-        log0(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s", logfile)
+        log(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s")
     base_model.load_state_dict(initial[0])
     for opt, state in zip(optimizers, initial[1]):
         opt.load_state_dict(state)
+
+
+def train(args, base_model, model, make_loader, device) -> dict:
+    """Trains until ITERATIONS or the wall-clock cap (the same step on every rank); returns the EMA."""
+    world = rank_and_world()[1]
+    cpu_group = dist.new_group(backend="gloo") if world > 1 else None  # the clock's all-reduce skips the GPU queue
+    accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
+    compile_warmup(args, base_model, model, make_loader, optimizers, accum, device)
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
     step, elapsed, why = 0, 0.0, "iterations"
     sync(device)
     t0 = time.perf_counter()
     while step < args.iterations:
-        scale = lr_scale(step, elapsed, args)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
-        momentum_frac = min(1.0, step / max(1, args.muon_momentum_warmup_steps))
-        optimizers[0].param_groups[0]["momentum"] = (args.muon_momentum_warmup_start * (1 - momentum_frac)
-                                                     + args.muon_momentum * momentum_frac)
+        scale = set_schedule(optimizers, step, elapsed, args)
         loss = train_step(model, loader, accum, device)
         step_optimizers(optimizers)
         ema.update(base_model)
         step += 1
-        # the slowest rank's clock for all: every rank then follows one LR schedule and stops at one step. It is
-        # read on the CPU, ahead of the GPU by the queued work (under a step): waiting each step idled the GPU
+        # the slowest rank's clock for all: one LR schedule and one last step. Read on the CPU, ahead of the GPU
+        # by the queued work (under a step): waiting for the GPU would idle it
         clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(clock, op=dist.ReduceOp.MAX, group=cpu_group)
-        elapsed = clock.item()
-        capped = elapsed >= args.max_wallclock_seconds > 0
+        elapsed, capped = clock.item(), clock.item() >= args.max_wallclock_seconds > 0
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
             if world > 1:  # each rank holds its own share's loss; the logged one is the global batch's
                 dist.all_reduce(loss)
             train_loss = loss.item() / world
             if not math.isfinite(train_loss):  # a NaN's gradients reach every rank within a step
-                raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or check data")
-            tokens = step * args.train_batch_tokens
-            log0(f"step:{step}/{args.iterations} train_loss:{train_loss:.4f} lr_scale:{scale:.3f} "
-                 f"train_time:{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
-                 f"tok/s:{tokens / elapsed:,.0f}", logfile)
+                raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or "
+                                         f"check data")
+            log(f"step:{step}/{args.iterations} train_loss:{train_loss:.4f} lr_scale:{scale:.3f} train_time:"
+                f"{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
+                f"tok/s:{step * args.train_batch_tokens / elapsed:,.0f}")
         if capped:
             why = "wall-clock cap"
             break
     sync(device)
     elapsed = time.perf_counter() - t0
-    log0(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s "
-         f"tokens:{step * args.train_batch_tokens:,}", logfile)
+    log(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s tokens:{step * args.train_batch_tokens:,}")
     return {"ema": ema, "steps": step, "train_time": elapsed}
 
 
-def sync(device: torch.device):
+def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
+    """Builds from SEED and trains; returns train's result and an uncompiled model holding the EMA weights:
+    compiling the evaluation's shape costs more than it saves, and GPTQ's hooks need plain modules."""
+    rank, world = rank_and_world()
+    torch.manual_seed(args.seed)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    base_model = build_model(args, device)
+    log(f"model_params:{sum(p.numel() for p in base_model.parameters())} layout:{'-'.join(base_model.layout)}")
+    model = DDP(base_model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else base_model
+    make_loader = lambda: DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
+                                            args.micro_batch_seqs, args.train_seq_len, device)
+    result = train(args, base_model, model, make_loader, device)
+    log(f"epochs:{result['steps'] * args.train_batch_tokens / train_tokens:.3f} of {train_tokens:,} train tokens")
+    if device.type == "cuda":
+        log(f"peak_memory:{torch.cuda.max_memory_allocated(device) // 2**20} MiB")
+    plain = GDNHybrid(args.model_config()).to(device)
+    result["ema"].copy_to(plain)
+    return plain, result
 
 # ---------------------------------------------------------------- quantization
+# GPTQ int6 with one step per tensor, calibrated on the model's own samples.
 
 def generate_calibration(model: nn.Module, n: int, length: int, temperature: float, seed: int, device) -> Tensor:
     """Sequences the model samples itself from BOS: GPTQ never sees training or validation text."""
@@ -906,11 +1050,11 @@ def collect_hessians(model: nn.Module, calib: Tensor, batch: int) -> dict[str, T
     return {k: h / rows[k] for k, h in hessians.items()}
 
 
-def calibrate(model: nn.Module, args, device, logfile=None) -> dict[str, Tensor]:
-    t = time.perf_counter()
+def calibrate(model: nn.Module, args) -> dict[str, Tensor]:
+    t, device = time.perf_counter(), next(model.parameters()).device
     calib = generate_calibration(model, args.calib_seqs, args.calib_len, args.calib_temperature, args.seed, device)
-    log0(f"calibration: {args.calib_seqs} self-generated sequences x {args.calib_len} tokens, temperature "
-         f"{args.calib_temperature}, {time.perf_counter() - t:.1f}s", logfile)
+    log(f"calibration: {args.calib_seqs} self-generated sequences x {args.calib_len} tokens, temperature "
+        f"{args.calib_temperature}, {time.perf_counter() - t:.1f}s")
     return collect_hessians(model, calib, args.eval_batch_seqs)
 
 
@@ -921,9 +1065,9 @@ def weight_group(name: str) -> str:
 
 
 def row_steps(W: Tensor, k: float, qmax: int) -> Tensor:
-    """One step k * rms(W) / qmax for the whole tensor: its rows share one input Hessian, so equal steps give
-    the least output error for the entropy-coded bytes. A row whose max|row| that step would clip gets
-    max|row| / qmax. Rounded to the fp16 it is stored as, never below fp16's smallest step (all zero)."""
+    """One step k * rms(W) / qmax for the tensor: its rows share one input Hessian, so equal steps give the least
+    output error for the entropy-coded bytes; a row that step would clip gets max|row| / qmax. Rounded to the
+    fp16 it is stored as, never below fp16's smallest step."""
     spread = torch.maximum(k * W.square().mean().sqrt(), W.abs().amax(1))
     return (spread / qmax).clamp_min(2 ** -24).half().float()
 
@@ -933,8 +1077,8 @@ def quantize_rtn(W: Tensor, step: Tensor, qmax: int) -> Tensor:
 
 
 def gptq_prepare(W: Tensor, H: Tensor, damp: float) -> tuple[Tensor, Tensor]:
-    """The weight with inputs that never fire zeroed, and the upper Cholesky factor of the damped inverse
-    Hessian: all of GPTQ that does not depend on the step, computed once for every scale the fit tries."""
+    """The weight with dead inputs zeroed and the upper Cholesky factor of the damped inverse Hessian: GPTQ's
+    part that does not depend on the step, computed once for all the fit's tries."""
     W, H = W.float().clone(), H.double().clone()
     dead = H.diagonal() == 0
     H[dead, dead] = 1
@@ -944,8 +1088,8 @@ def gptq_prepare(W: Tensor, H: Tensor, damp: float) -> tuple[Tensor, Tensor]:
 
 
 def quantize_gptq(W: Tensor, Hinv: Tensor, step: Tensor, qmax: int, block: int) -> Tensor:
-    """GPTQ (Frantar et al. 2022): quantize column by column, spreading each column's error over the
-    columns not yet quantized through the inverse Hessian of the layer's inputs."""
+    """GPTQ (Frantar et al. 2022): column by column, each column's error spread over the columns not yet
+    quantized through the inverse Hessian of the layer's inputs."""
     W, Q = W.clone(), torch.zeros_like(W, dtype=torch.int8)
     for i1 in range(0, W.size(1), block):
         i2 = min(i1 + block, W.size(1))
@@ -960,8 +1104,8 @@ def quantize_gptq(W: Tensor, Hinv: Tensor, step: Tensor, qmax: int, block: int) 
 
 
 def quant_plan(model: nn.Module, hessians: dict[str, Tensor], args) -> dict[str, tuple]:
-    """Per weight: its group (None: kept in fp16) and its float weight, with GPTQ's inverse-Hessian factor
-    for the projections (the tied embedding, also the output head, is rounded to nearest)."""
+    """Per weight: its group (None: fp16), its float weight, and for the projections GPTQ's inverse-Hessian
+    factor (the tied embedding, also the output head, is rounded to nearest)."""
     plan = {}
     for name, p in model.state_dict().items():
         p = p.detach().float()  # stays on the model's device: the GPU does GPTQ in seconds
@@ -979,8 +1123,7 @@ def group_k(group: str, args) -> float:
 
 
 def quantize_model(plan: dict[str, tuple], scale: float, args) -> dict[str, Tensor]:
-    """Every group at step scale * QUANT_K_group * rms / qmax: QUANT_BITS levels for the projections,
-    EMBED_BITS for the embedding; fp16 for the small rest."""
+    """Each group at steps of scale * QUANT_K_group (QUANT_BITS, for the embedding EMBED_BITS); the rest fp16."""
     arrays = {}
     for name, (group, W, Hinv) in plan.items():
         if group is None:
@@ -993,58 +1136,6 @@ def quantize_model(plan: dict[str, tuple], scale: float, args) -> dict[str, Tens
     return {k: t.cpu() for k, t in arrays.items()}
 
 
-FIT_LOG2_SCALES = (-3.0, 2.0)  # the fit's range for log2 of the QUANT_K_* multiplier: at 1/8 the default factors
-FIT_TRIES = 8                  # put rows at their clip-free floor; past 4 steps are coarser than any weight is worth
-
-
-def next_log2_scale(tries: list[tuple[float, int]], target: float, lo: float, hi: float, bytes_per_bit: float):
-    """Bytes fall about linearly in log2 of the scale (a bit per weight for each halving of the steps): a secant
-    step through the last two tries (the first along that slope), kept in the bracket [lo, hi], else halving it."""
-    x1, s1 = tries[-1]
-    slope = -bytes_per_bit
-    if len(tries) > 1 and (s1 - tries[-2][1]) * (x1 - tries[-2][0]) < 0:
-        slope = (s1 - tries[-2][1]) / (x1 - tries[-2][0])
-    x = min(max(x1 + (target - s1) / slope, lo), hi)
-    return (lo + hi) / 2 if any(x == done for done, _ in tries) else x
-
-
-def fit_artifact(model, hessians, config: dict, code_bytes: int, args, logfile=None) -> bytes:
-    """The packed artifact at the step multiplier whose bytes, with the code, land in the top FIT_SLACK_BYTES
-    under the cap; else the largest try under it, or (nothing fits even at the coarsest steps) the smallest,
-    which check_budget then refuses on every rank. Every try is logged, then the choice per group."""
-    t, plan = time.perf_counter(), quant_plan(model, hessians, args)
-    cap, floor = args.artifact_cap_bytes, args.artifact_cap_bytes - args.fit_slack_bytes
-    n_quant = sum(W.numel() for group, W, _ in plan.values() if group)
-    (lo, hi), tries, blobs, x = FIT_LOG2_SCALES, [], {}, 0.0
-    for i in range(FIT_TRIES):
-        blobs[x] = pack_artifact(config, quantize_model(plan, 2 ** x, args))
-        total = len(blobs[x]) + code_bytes
-        tries.append((x, total))
-        log0(f"quant_fit: try:{i + 1} scale:{2 ** x:.4f} bytes_total:{total:,} "
-             f"{f'over cap by {total - cap:,}' if total > cap else f'under cap by {cap - total:,}'}", logfile)
-        if floor <= total <= cap or (total > cap and x == FIT_LOG2_SCALES[1]) or (
-                total < floor and x == FIT_LOG2_SCALES[0]):
-            break
-        lo, hi = (x, hi) if total > cap else (lo, x)
-        x = next_log2_scale(tries, (cap + floor) / 2, lo, hi, n_quant / 8)
-    fitting = [(total, x) for x, total in tries if total <= cap]
-    total, x = max(fitting) if fitting else min((total, x) for x, total in tries)
-    log_choice(plan, 2 ** x, blobs[x], total, args, time.perf_counter() - t, logfile)
-    return blobs[x]
-
-
-def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, args, seconds: float, logfile=None):
-    """Each group's factor after the fit and its packed bits per weight, read from the artifact's sections."""
-    sizes, params = artifact_section_bytes(blob), {}
-    for group, W, _ in plan.values():
-        params[group or "rest"] = params.get(group or "rest", 0) + W.numel()
-    groups = " ".join(f"{g}:k{scale * group_k(g, args):.2f}/{8 * sizes.get(g, 0) / params[g]:.3f}bits"
-                      for g in SECTIONS if g in params and g != "rest")
-    verdict = "fits" if total <= args.artifact_cap_bytes else "nothing fits the cap"
-    log0(f"quant_choice: scale:{scale:.4f} {groups} rest:{sizes.get('rest', 0):,}B bytes_total:{total:,} "
-         f"{verdict} {seconds:.1f}s", logfile)
-
-
 def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
     state = {}
     for key, t in arrays.items():
@@ -1055,11 +1146,14 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
             state[name] = t.float()
     return state
 
+# ---------------------------------------------------------------- artifact
+# The packed file: format, the step fitted to the cap, checks, writing, reloading.
 
-ARTIFACT_MAGIC, PACK_CHUNK = b"GDNH5", 1 << 22
+ARTIFACT_MAGIC = b"GDNH5"
 CHECKED = len(ARTIFACT_MAGIC) + 32  # the magic, then the SHA-256 of every byte after it
-# zstd level 22 taking only matches of 6 bytes or more: on int6 values the shorter matches it would otherwise
-# take cost bytes and make the size jump between nearly equal steps, which the fit cannot aim through
+PACK_CHUNK = 1 << 22  # the largest frame (frames compress in parallel)
+# level 22 with matches of 6 bytes or more: on int6 values shorter ones cost bytes and make the size jump
+# between nearly equal steps, which the fit cannot aim through
 PACK_ZSTD = zstandard.ZstdCompressionParameters.from_level(22, min_match=6)
 SECTIONS = ("mlp", "attn", "gdn", "embed", "rest")
 
@@ -1071,8 +1165,8 @@ def section_of(key: str) -> str:
 
 
 def pack_jobs(order: list[str], arrays: dict[str, Tensor]) -> list[tuple[str, bytes]]:
-    """The frames to compress: each integer tensor on its own (a frame that mixes tensors of different
-    spreads packs worse), the small rest together; none over PACK_CHUNK bytes."""
+    """The frames: each integer tensor alone (mixing spreads packs worse), the small rest together; none over
+    PACK_CHUNK bytes."""
     jobs = []
     for section in SECTIONS:
         keys = [k for k in order if section_of(k) == section]
@@ -1083,9 +1177,8 @@ def pack_jobs(order: list[str], arrays: dict[str, Tensor]) -> list[tuple[str, by
 
 
 def pack_artifact(config: dict, arrays: dict[str, Tensor]) -> bytes:
-    """Magic, the SHA-256 of the rest, header length, the zstd JSON header, then the tensors section by section in
-    zstd frames (level 22, PACK_ZSTD) compressed in parallel. Integers apart from fp16 values pack tighter, and a
-    section per group makes each group's rate readable from the header."""
+    """Magic, the SHA-256 of the rest, header length, the zstd JSON header, then the frames section by section,
+    compressed in parallel. A section per group makes each group's rate readable from the header."""
     order = sorted(arrays, key=lambda k: SECTIONS.index(section_of(k)))
     arrays = {k: t.contiguous() for k, t in arrays.items()}
     jobs = pack_jobs(order, arrays)
@@ -1131,6 +1224,62 @@ def unpack_artifact(blob: bytes) -> tuple[dict, dict[str, Tensor]]:
     return header["config"], arrays
 
 
+FIT_LOG2_SCALES = (-3.0, 2.0)  # log2 of the QUANT_K_* multiplier: at 1/8 rows sit at their clip-free floor,
+FIT_TRIES = 8                  # past 4 the steps are coarser than any weight is worth
+
+
+def next_log2_scale(tries: list[tuple[float, int]], target: float, lo: float, hi: float, bytes_per_bit: float):
+    """Bytes fall about linearly in log2 of the scale (a bit a weight per halving): a secant step through the last
+    two tries (the first along that slope), kept in [lo, hi], else halving it."""
+    x1, s1 = tries[-1]
+    slope = -bytes_per_bit
+    if len(tries) > 1 and (s1 - tries[-2][1]) * (x1 - tries[-2][0]) < 0:
+        slope = (s1 - tries[-2][1]) / (x1 - tries[-2][0])
+    x = min(max(x1 + (target - s1) / slope, lo), hi)
+    return (lo + hi) / 2 if any(x == done for done, _ in tries) else x
+
+
+def fit_artifact(model, hessians, config: dict, code_bytes: int, args) -> bytes:
+    """The artifact at the step multiplier that lands it, with the code, in the top FIT_SLACK_BYTES under the cap;
+    else the largest try under it, or (none fits) the smallest, which check_budget refuses. Logs every try."""
+    t, plan = time.perf_counter(), quant_plan(model, hessians, args)
+    cap, floor = args.artifact_cap_bytes, args.artifact_cap_bytes - args.fit_slack_bytes
+    n_quant = sum(W.numel() for group, W, _ in plan.values() if group)
+    (lo, hi), tries, blobs, x = FIT_LOG2_SCALES, [], {}, 0.0
+    for i in range(FIT_TRIES):
+        blobs[x] = pack_artifact(config, quantize_model(plan, 2 ** x, args))
+        total = len(blobs[x]) + code_bytes
+        tries.append((x, total))
+        log(f"quant_fit: try:{i + 1} scale:{2 ** x:.4f} bytes_total:{total:,} "
+            f"{f'over cap by {total - cap:,}' if total > cap else f'under cap by {cap - total:,}'}")
+        if floor <= total <= cap or (total > cap and x == FIT_LOG2_SCALES[1]) or (
+                total < floor and x == FIT_LOG2_SCALES[0]):
+            break
+        lo, hi = (x, hi) if total > cap else (lo, x)
+        x = next_log2_scale(tries, (cap + floor) / 2, lo, hi, n_quant / 8)
+    fitting = [(total, x) for x, total in tries if total <= cap]
+    total, x = max(fitting) if fitting else min((total, x) for x, total in tries)
+    log_choice(plan, 2 ** x, blobs[x], total, args, time.perf_counter() - t)
+    return blobs[x]
+
+
+def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, args, seconds: float):
+    """Each group's factor after the fit and its packed bits per weight, read from the artifact's sections."""
+    sizes, params = artifact_section_bytes(blob), {}
+    for group, W, _ in plan.values():
+        params[group or "rest"] = params.get(group or "rest", 0) + W.numel()
+    groups = " ".join(f"{g}:k{scale * group_k(g, args):.2f}/{8 * sizes.get(g, 0) / params[g]:.3f}bits"
+                      for g in SECTIONS if g in params and g != "rest")
+    verdict = "fits" if total <= args.artifact_cap_bytes else "nothing fits the cap"
+    log(f"quant_choice: scale:{scale:.4f} {groups} rest:{sizes.get('rest', 0):,}B bytes_total:{total:,} "
+        f"{verdict} {seconds:.1f}s")
+
+
+def calibrate_and_quantize(model: nn.Module, args, config: dict, code_bytes: int) -> bytes:
+    """The model as shipped: calibrated on its own samples, quantized at the steps fitted to the cap, packed."""
+    return fit_artifact(model, calibrate(model, args), config, code_bytes, args)
+
+
 class ArtifactTooLarge(RuntimeError):
     pass
 
@@ -1154,7 +1303,7 @@ def write_artifact(path: str, blob: bytes):
         part.unlink(missing_ok=True)
 
 
-def checked_artifact(path: str, tokenizer_sha: str, code_bytes: int, cap: int, logfile=None) -> bytes:
+def checked_artifact(path: str, tokenizer_sha: str, code_bytes: int, cap: int) -> bytes:
     """The packed file, once its checksum, its tokenizer and the cap check out."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no artifact at {path}")
@@ -1164,8 +1313,28 @@ def checked_artifact(path: str, tokenizer_sha: str, code_bytes: int, cap: int, l
         raise ValueError(f"{path} records tokenizer sha256 {recorded} but TOKENIZER_PATH has {tokenizer_sha}: "
                          f"set TOKENIZER_PATH to the one it was trained with")
     total = check_budget(len(blob), code_bytes, cap)
-    log0(f"artifact_check:{path} checksum:ok tokenizer:ok bytes_total:{total} margin:{cap - total}", logfile)
+    log(f"artifact_check:{path} checksum:ok tokenizer:ok bytes_total:{total} margin:{cap - total}")
     return blob
+
+
+def save_artifact(model: nn.Module, args, config: dict, code_bytes: int):
+    """Rank 0 saves the float weights (for quantization studies), quantizes and packs; every rank checks the cap
+    before anything is written."""
+    rank, blob = rank_and_world()[0], b""
+    if rank == 0:
+        torch.save(model.state_dict(), f"logs/{args.run_id}_ema.pt")
+        t = time.perf_counter()
+        blob = calibrate_and_quantize(model, args, config, code_bytes)
+    size = torch.tensor([len(blob)], device=next(model.parameters()).device)
+    if dist.is_initialized():
+        dist.broadcast(size, 0)
+    check_budget(int(size), code_bytes, args.artifact_cap_bytes)
+    if rank == 0:
+        write_artifact(args.artifact_path, blob)
+        log(f"artifact:{args.artifact_path} bytes:{len(blob)} code_bytes:{code_bytes} "
+            f"quantize_pack_time:{time.perf_counter() - t:.1f}s")
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def model_from_blob(blob: bytes, device) -> GDNHybrid:
@@ -1176,42 +1345,11 @@ def model_from_blob(blob: bytes, device) -> GDNHybrid:
     return model
 
 # ---------------------------------------------------------------- evaluation
-
-def build_sentencepiece_luts(sp: spm.SentencePieceProcessor, vocab_size: int, device) -> tuple[Tensor, ...]:
-    """Bytes per token: a leading '▁' is a space counted only after a non-boundary token (never in the
-    piece itself); a byte-fallback piece is 1 byte; control/unknown/unused pieces and padding ids are 0."""
-    n = max(int(sp.vocab_size()), vocab_size)
-    base, space, boundary = np.zeros(n, np.int64), np.zeros(n, np.bool_), np.ones(n, np.bool_)
-    for i in range(int(sp.vocab_size())):
-        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
-            continue
-        boundary[i] = False
-        piece = sp.id_to_piece(i)
-        if sp.is_byte(i):
-            base[i] = 1
-        else:
-            space[i] = piece.startswith("▁")
-            base[i] = len(piece.removeprefix("▁").encode("utf-8"))
-    return tuple(torch.tensor(a, device=device) for a in (base, space, boundary))
-
-
-def token_byte_counts(prev_ids: Tensor, tgt_ids: Tensor, luts: tuple[Tensor, ...]) -> Tensor:
-    """The only byte counter: UTF-8 bytes that each target token adds to the decoded text."""
-    base, space, boundary = luts
-    return base[tgt_ids] + (space[tgt_ids] & ~boundary[prev_ids]).long()
-
-
-def decoded_byte_count(sp: spm.SentencePieceProcessor, tokens: np.ndarray) -> int:
-    """UTF-8 bytes of the text the tokens decode to, document by document (BOS excluded)."""
-    starts = np.flatnonzero(tokens == BOS_ID)
-    bounds = np.concatenate([[0], starts, [len(tokens)]])
-    return sum(len(sp.decode(tokens[a:b][tokens[a:b] != BOS_ID].tolist()).encode("utf-8"))
-               for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
-
+# Sliding windows over the whole validation stream, scored in nats and exact bytes.
 
 def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
-    """(start, first scored offset) per window over a stream of n_tokens (n_tokens - 1 targets).
-    Every target is scored once; all but the first window's targets see >= seq_len - stride context."""
+    """(start, first scored offset) per window over n_tokens: every target scored once, all but the first
+    window's with >= seq_len - stride tokens of context."""
     if not 0 < stride <= seq_len:
         raise ValueError(f"EVAL_STRIDE={stride} must be in 1..EVAL_SEQ_LEN={seq_len}, or targets go unscored")
     if n_tokens - 1 < seq_len:
@@ -1224,11 +1362,11 @@ def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
 
 
 @torch.inference_mode()
-def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, logfile=None) -> dict:
+def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None) -> dict:
     """Sliding-window val loss and bpb (stride: EVAL_STRIDE unless given); sums are exact (float64 nats, int64
     bytes) across ranks."""
     device, stride = next(model.parameters()).device, args.eval_stride if stride is None else stride
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     L, B = args.eval_seq_len, args.eval_batch_seqs
     windows = window_schedule(tokens.numel(), L, stride)
     mine = windows[rank * len(windows) // world:(rank + 1) * len(windows) // world]
@@ -1249,7 +1387,7 @@ def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, logfi
         sums[1] += scored.sum()
         sums[2] += token_byte_counts(x, y, luts)[scored].sum()
         if (bi + 1) % math.ceil(batches / 10) == 0:
-            log0(f"eval: {bi + 1}/{batches} batches {time.perf_counter() - t0:.1f}s", logfile)
+            log(f"eval: {bi + 1}/{batches} batches {time.perf_counter() - t0:.1f}s")
     if world > 1:
         dist.all_reduce(sums)
     nats, count, nbytes = sums.tolist()
@@ -1258,17 +1396,22 @@ def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, logfi
             "bytes": int(nbytes), "seconds": time.perf_counter() - t0}
 
 
-def prove_byte_count(sp, tokens: Tensor, luts, logfile=None) -> int:
-    """The LUT's byte total over every scored target must equal the UTF-8 length of the decoded text."""
-    lut_bytes = int(token_byte_counts(tokens[:-1], tokens[1:], tuple(t.cpu() for t in luts)).sum())
-    text_bytes = decoded_byte_count(sp, tokens.numpy())
-    log0(f"byte_proof: lut_bytes:{lut_bytes} decoded_utf8_bytes:{text_bytes} "
-         f"{'match' if lut_bytes == text_bytes else 'MISMATCH'}", logfile)
-    if lut_bytes != text_bytes:
-        raise AssertionError(f"byte count LUT disagrees with the decoded text: {lut_bytes} != {text_bytes}")
-    return lut_bytes
+def report(tag: str, result: dict):
+    log(f"{tag} val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} tokens:{result['tokens']} "
+        f"bytes:{result['bytes']} eval_time:{result['seconds']:.1f}s")
+
+
+def score_artifact(args, blob: bytes, tokens, luts, device) -> dict:
+    model = model_from_blob(blob, device)
+    seqs = tokens[:args.eval_seq_len + 1].to(device).repeat(args.eval_batch_seqs, 1)
+    with torch.inference_mode(), autocast(device):  # evaluate's batch, shape and dtype: kernels compile per shape
+        model(seqs[:, :-1], seqs[:, 1:])
+    result = evaluate(model, tokens, luts, args)
+    report("final_quantized_zstd22_roundtrip", result)
+    return result
 
 # ---------------------------------------------------------------- main
+# Start-up checks, then --eval's score, or training, packing and the packed file's score.
 
 def command_line(argv=None) -> argparse.Namespace:
     cli = argparse.ArgumentParser(description="Trains, packs and scores; settings are environment variables")
@@ -1276,8 +1419,9 @@ def command_line(argv=None) -> argparse.Namespace:
     return cli.parse_args(argv)
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
-    rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+def setup_distributed() -> torch.device:
+    """Joins torchrun's process group where RANK is set; returns this rank's device."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -1285,19 +1429,17 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     if "RANK" in os.environ:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 device_id=device if device.type == "cuda" else None)
-    return rank, world, device
+    return device
 
 
-def open_log(run_id: str, rank: int) -> str:
-    """logs/RUN_ID.txt, started afresh: a reused RUN_ID never appends to an older run."""
-    os.makedirs("logs", exist_ok=True)
-    logfile = f"logs/{run_id}.txt"
-    if rank == 0:  # fla names each backend it hands kernels to (FlashQLA, tilelang) once, at INFO
-        open(logfile, "w").close()
-        logging.basicConfig(format="%(name)s: %(message)s", force=True,
-                            handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(logfile)])
-        logging.getLogger("fla.backends").setLevel(logging.INFO)
-    return logfile
+def start_logging(rank: int = 0, logfile: str | None = None):
+    """Once per process: rank 0's lines (and fla's choice of kernel backends) to stdout and a fresh `logfile`,
+    the other ranks' errors alone to the file."""
+    handlers = [logging.FileHandler(logfile, "w" if rank == 0 else "a", "utf-8", delay=rank > 0)] if logfile else []
+    handlers += [logging.StreamHandler(sys.stdout)] if rank == 0 else []
+    logging.basicConfig(format="%(message)s", handlers=handlers, force=True)
+    for name in ("train_gpt", "fla.backends"):
+        logging.getLogger(name).setLevel(logging.INFO if rank == 0 else logging.ERROR)
 
 
 def version(package: str) -> str:
@@ -1313,148 +1455,66 @@ def stack() -> str:
         "torch", "triton", "fla-core", "flash-qla", "tilelang")), f"cuda:{torch.version.cuda} gpus:{gpus}"])
 
 
-def misspelt_settings(environ) -> list[str]:
-    """Variables that start as a setting does and are close to one's name, but that no setting reads."""
-    known = SETTINGS + ["RANK", "WORLD_SIZE", "LOCAL_RANK"]
-    prefixes = tuple({k.split("_")[0] + "_" for k in SETTINGS if "_" in k})
-    return [f"warning: {k} is read by no setting; did you mean {close[0]}?" for k in sorted(environ)
-            if k.startswith(prefixes) and k not in known and (close := difflib.get_close_matches(k, known, 1))]
-
-
-POSITIVE = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
-            "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
-NON_NEGATIVE = ("max_wallclock_seconds", "compile_warmup_steps", "lr_warmup_steps", "warmdown_frac", "fit_slack_bytes")
-
-
-def load_tokenizer(args) -> spm.SentencePieceProcessor:
-    if not Path(args.tokenizer_path).is_file():
-        raise FileNotFoundError(f"tokenizer {args.tokenizer_path} not found: set TOKENIZER_PATH")
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    if int(sp.vocab_size()) != args.vocab_size:
-        raise ValueError(f"tokenizer {args.tokenizer_path} has {sp.vocab_size()} pieces but VOCAB_SIZE="
-                         f"{args.vocab_size}: shards, tokenizer and model must share one vocabulary")
-    return sp
-
-
-def tokenizer_sha256(args, logfile=None) -> str:
-    """Must match the export's manifest.json where that records one (build_proxy.py's do; the challenge's has none)."""
-    sha = hashlib.sha256(Path(args.tokenizer_path).read_bytes()).hexdigest()
-    manifest = Path(args.data_path) / "manifest.json"
-    entry = json.loads(manifest.read_text()).get("tokenizer") if manifest.is_file() else None
-    recorded = entry.get("sha256") if isinstance(entry, dict) else None
-    if recorded not in (None, sha):
-        raise ValueError(f"TOKENIZER_PATH={args.tokenizer_path} (sha256 {sha}) is not the tokenizer of the shards "
-                         f"in {manifest} (sha256 {recorded}): set TOKENIZER_PATH to the export's tokenizer")
-    log0(f"tokenizer:{args.tokenizer_path} sha256:{sha} vocab:{args.vocab_size} "
-         f"manifest:{'match' if recorded else 'none, nothing compared'}", logfile)
-    return sha
-
-
-def preflight(args, world: int, training: bool, logfile=None) -> tuple[spm.SentencePieceProcessor, str, int]:
-    """All that can fail before step 0 instead of after training. The tokenizer, its SHA-256, the train tokens."""
+def preflight(args, training: bool) -> tuple[str, int]:
+    """All that can fail before step 0 instead of after training; returns the tokenizer's SHA-256 and the train
+    tokens."""
     for warning in misspelt_settings(os.environ):
-        log0(warning, logfile)
-    bad = [f"{k.upper()}={getattr(args, k)} must be > 0" for k in POSITIVE if getattr(args, k) <= 0]
-    bad += [f"{k.upper()}={getattr(args, k)} must be >= 0" for k in NON_NEGATIVE if getattr(args, k) < 0]
-    if bad:
-        raise ValueError("; ".join(bad) + " (README.md's settings table)")
-    sp, sha = load_tokenizer(args), tokenizer_sha256(args, logfile)
+        log(warning)
+    args.check()
+    load_tokenizer(args)
+    sha = tokenizer_sha256(args)
     val_tokens = count_tokens(args.val_files)
     windows = len(window_schedule(val_tokens, args.eval_seq_len, args.eval_stride))
     train_tokens = count_tokens(args.train_files) if training else 0
     if training:
-        grad_accum_steps(args, world)
+        grad_accum_steps(args, rank_and_world()[1])
         folder = Path(args.artifact_path).parent
         if not os.access(folder, os.W_OK) or Path(args.artifact_path).is_dir():
             raise PermissionError(f"ARTIFACT_PATH={args.artifact_path}: {folder} is missing or not writable, or the "
                                   f"path is a folder; create the folder or set ARTIFACT_PATH")
-    log0(f"preflight: ok val_tokens:{val_tokens} eval_windows:{windows} train_tokens:{train_tokens}", logfile)
-    return sp, sha, train_tokens
+    log(f"preflight: ok val_tokens:{val_tokens} eval_windows:{windows} train_tokens:{train_tokens}")
+    return sha, train_tokens
 
 
-def report(tag: str, result: dict, logfile=None):
-    log0(f"{tag} val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} tokens:{result['tokens']} "
-         f"bytes:{result['bytes']} eval_time:{result['seconds']:.1f}s", logfile)
+def log_start(args, code: bytes, device):
+    """What a reader needs beside the numbers: the code, the software and GPUs, the settings changed."""
+    log(f"run_id:{args.run_id} world_size:{rank_and_world()[1]} device:{device} code_bytes:{len(code)} "
+        f"code_sha256:{hashlib.sha256(code).hexdigest()}")
+    log(stack())
+    log("env_overrides: " + (" ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k in SETTINGS) or "none"))
 
 
-def score_artifact(args, blob: bytes, tokens, luts, device, logfile=None) -> dict:
-    model = model_from_blob(blob, device)
-    seqs = tokens[:args.eval_seq_len + 1].to(device).repeat(args.eval_batch_seqs, 1)
-    with torch.inference_mode(), autocast(device):  # evaluate's batch, shape and dtype: kernels compile per shape
-        model(seqs[:, :-1], seqs[:, 1:])
-    result = evaluate(model, tokens, luts, args, logfile=logfile)
-    report("final_quantized_zstd22_roundtrip", result, logfile)
-    return result
+def run(args, eval_path: str | None, device):
+    code = Path(__file__).read_bytes()
+    log_start(args, code, device)
+    tokenizer_sha, train_tokens = preflight(args, training=eval_path is None)
+    cap = args.artifact_cap_bytes
+    blob = checked_artifact(eval_path, tokenizer_sha, len(code), cap) if eval_path else None
+    val_tokens, luts = load_eval_data(args, device, prove=True)
+    if eval_path:
+        score_artifact(args, blob, val_tokens, luts, device)
+        return
+    model, _ = train_model(args, device, train_tokens)
+    pre = evaluate(model, val_tokens, luts, args)
+    report("pre_quant_ema", pre)
+    save_artifact(model, args, dict(args.model_config(), tokenizer_sha256=tokenizer_sha), len(code))
+    post = score_artifact(args, checked_artifact(args.artifact_path, tokenizer_sha, len(code), cap), val_tokens,
+                          luts, device)
+    log(f"quant_gap_bpb:{post['val_bpb'] - pre['val_bpb']:+.5f}")
 
 
 def main(argv=None):
     opts = command_line(argv)
     args = Hyperparameters()
-    rank, world, device = setup_distributed()
-    logfile = open_log(args.run_id, rank)
+    device = setup_distributed()
+    rank = rank_and_world()[0]
+    os.makedirs("logs", exist_ok=True)
+    start_logging(rank, f"logs/{args.run_id}.txt")
     try:
-        run(args, opts.eval, rank, world, device, logfile)
+        run(args, opts.eval, device)
     except Exception as e:  # a failed run's log ends with why
-        with open(logfile, "a", encoding="utf-8") as f:
-            print(f"error on rank {rank}: {type(e).__name__}: {e}", file=f)
+        logging.getLogger("train_gpt").error(f"error on rank {rank}: {type(e).__name__}: {e}")
         raise
-
-
-def run(args, eval_path: str | None, rank: int, world: int, device, logfile: str):
-    code = Path(__file__).read_bytes()
-    log0(f"run_id:{args.run_id} world_size:{world} device:{device} code_bytes:{len(code)} "
-         f"code_sha256:{hashlib.sha256(code).hexdigest()}", logfile)
-    log0(stack(), logfile)
-    log0("env_overrides: " + (" ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k in SETTINGS)
-                              or "none"), logfile)
-    torch.manual_seed(args.seed)
-    sp, tokenizer_sha, train_tokens = preflight(args, world, eval_path is None, logfile)
-    cap = args.artifact_cap_bytes
-    blob = checked_artifact(eval_path, tokenizer_sha, len(code), cap, logfile) if eval_path else None
-    val_tokens = load_val_tokens(args.val_files, args.vocab_size)
-    luts = build_sentencepiece_luts(sp, args.vocab_size, device)
-    if rank == 0:
-        prove_byte_count(sp, val_tokens, luts, logfile)
-    if eval_path:
-        score_artifact(args, blob, val_tokens, luts, device, logfile)
-        return
-    config = dict(args.model_config(), tokenizer_sha256=tokenizer_sha)  # the artifact names its tokenizer
-    base_model = build_model(args, device)
-    log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} layout:{'-'.join(base_model.layout)}",
-         logfile)
-    model = DDP(base_model, device_ids=[device.index]) if dist.is_initialized() and device.type == "cuda" else (
-        DDP(base_model) if dist.is_initialized() else base_model)
-    make_loader = lambda: DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
-                                            args.micro_batch_seqs, args.train_seq_len, device)
-    result = train(args, base_model, model, make_loader, device, logfile)
-    log0(f"epochs:{result['steps'] * args.train_batch_tokens / train_tokens:.3f} of {train_tokens:,} train tokens",
-         logfile)
-    if device.type == "cuda":
-        log0(f"peak_memory:{torch.cuda.max_memory_allocated() // 2**20} MiB", logfile)
-    result["ema"].copy_to(base_model)
-    # uncompiled: compiling the eval shape costs more than eager evaluation saves; GPTQ's hooks need it too
-    plain = GDNHybrid(args.model_config()).to(device)
-    plain.load_state_dict(base_model.state_dict())
-    pre = evaluate(plain, val_tokens, luts, args, logfile=logfile)
-    report("pre_quant_ema", pre, logfile)
-    blob = b""
-    if rank == 0:
-        torch.save(plain.state_dict(), f"logs/{args.run_id}_ema.pt")  # float weights, for quantization studies
-        t = time.perf_counter()
-        blob = fit_artifact(plain, calibrate(plain, args, device, logfile), config, len(code), args, logfile)
-    size = torch.tensor([len(blob)], device=device)
-    if dist.is_initialized():
-        dist.broadcast(size, 0)
-    check_budget(int(size), len(code), cap)  # on every rank, before anything is written: an over-cap result never is
-    if rank == 0:
-        write_artifact(args.artifact_path, blob)
-        log0(f"artifact:{args.artifact_path} bytes:{len(blob)} code_bytes:{len(code)} "
-             f"quantize_pack_time:{time.perf_counter() - t:.1f}s", logfile)
-    if dist.is_initialized():
-        dist.barrier()
-    post = score_artifact(args, checked_artifact(args.artifact_path, tokenizer_sha, len(code), cap, logfile),
-                          val_tokens, luts, device, logfile)
-    log0(f"quant_gap_bpb:{post['val_bpb'] - pre['val_bpb']:+.5f}", logfile)
 
 
 if __name__ == "__main__":

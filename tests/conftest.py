@@ -1,5 +1,6 @@
 """Shared fixtures: a real SentencePiece tokenizer with the challenge's settings, shards, tiny configs."""
 
+import logging
 import os
 import random
 import sys
@@ -98,6 +99,22 @@ def tiny_args(data_dir: Path, **overrides) -> train_gpt.Hyperparameters:
     for k, v in settings.items():
         setattr(args, k, v)
     return args
+
+
+class PrintLines(logging.Handler):
+    """Prints each line to the stdout of the moment, the one capsys reads in a test."""
+
+    def emit(self, record):
+        print(self.format(record), flush=True)
+
+
+@pytest.fixture(autouse=True)
+def train_gpt_log():
+    """train_gpt's log lines printed as a run prints them (its levels, stdout); no handler outlives the test."""
+    train_gpt.start_logging()
+    logging.basicConfig(handlers=[PrintLines()], force=True)
+    yield
+    logging.basicConfig(handlers=[], force=True)
 
 
 @pytest.fixture

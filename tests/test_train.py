@@ -185,8 +185,9 @@ def train_as_rank(rank: int, world: int, data: str, out: str, port: int = 0):
     model = fresh_model()
     loader = lambda: train_gpt.DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
                                                  args.micro_batch_seqs, args.train_seq_len, torch.device("cpu"))
+    train_gpt.start_logging(rank, f"{out}/{world}.log")
     train_gpt.train(args, model, torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model, loader,
-                    torch.device("cpu"), f"{out}/{world}.log")
+                    torch.device("cpu"))
     if rank == 0:
         torch.save([p.detach() for p in model.parameters()], f"{out}/{world}.pt")
     if world > 1:

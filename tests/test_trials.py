@@ -52,10 +52,10 @@ def test_a_failing_variant_is_reported_and_the_others_still_run(markov_data, tok
     luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
     real = trials.train_variant
 
-    def train_or_fail(args, device):
+    def train_or_fail(args, device, train_tokens):
         if args.matrix_lr == 0.5:
             raise RuntimeError("kernel compile failed")
-        return real(args, device)
+        return real(args, device, train_tokens)
 
     monkeypatch.setattr(trials, "train_variant", train_or_fail)
     rows = trials.run(args, ["MATRIX_LR=0.5", "base"], val, luts, torch.device("cpu"), train_tokens=30_000)

@@ -64,6 +64,7 @@ def main():
     cli = argparse.ArgumentParser(usage=__doc__)
     cli.add_argument("--scales", default="0.6731,0.6742,0.6752,0.6763,0.6774")
     opt = cli.parse_args()
+    tg.start_logging()  # the fit's tries
     args = tg.Hyperparameters()
     model = synthetic_model(args)
     plan = rounding_plan(model)

@@ -53,7 +53,7 @@ def study(args, state: dict, val_tokens, luts, device, variants: list[str], base
     model.load_state_dict(state)
     float_bpb = tg.evaluate(model, val_tokens, luts, args)["val_bpb"]
     print(f"float (EMA) val_bpb {float_bpb:.5f}", flush=True)
-    hessians = tg.calibrate(model, args, device)
+    hessians = tg.calibrate(model, args)
     code = len(Path(tg.__file__).read_bytes())
     rows = [dict(label="float (EMA weights)", bytes=None, bpb=float_bpb, seconds=0.0)]
     jobs = [("train_gpt.py as set", tg, args, code)]
@@ -95,9 +95,8 @@ def main():
     for v in opt.variant:
         parse_variant(v, args)  # fail on a typo before any work
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    sp = tg.load_tokenizer(args)
-    val_tokens = tg.load_val_tokens(args.val_files, args.vocab_size)
-    luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
+    tg.start_logging()
+    val_tokens, luts = tg.load_eval_data(args, device)
     state = torch.load(opt.checkpoint, map_location=device)
     text = table(study(args, state, val_tokens, luts, device, opt.variant, opt.baseline_code))
     print(text)

@@ -90,10 +90,8 @@ def main(baseline_path: str, artifact: str, log_path: str | None = None):
     gpt = rebuild(base, artifact, device)
     seq_len = int(os.environ.get("EVAL_SEQ_LEN", base.Hyperparameters().train_seq_len))
     args = types.SimpleNamespace(eval_seq_len=seq_len, eval_batch_seqs=ours.eval_batch_seqs)
-    sp = tg.load_tokenizer(ours)
-    tokens = tg.load_val_tokens(ours.val_files, ours.vocab_size)
-    luts = tg.build_sentencepiece_luts(sp, ours.vocab_size, device)
-    tg.prove_byte_count(sp, tokens, luts)
+    tg.start_logging()
+    tokens, luts = tg.load_eval_data(ours, device, prove=True)
     model = PerTokenNLL(gpt)
     if device.type == "cuda":
         model = torch.compile(model, dynamic=False, fullgraph=True)

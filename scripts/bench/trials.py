@@ -46,34 +46,25 @@ def parse_variant(text: str) -> tuple[dict, dict]:
     return train, evals
 
 
-def train_variant(args, device) -> tuple[tg.GDNHybrid, dict]:
-    """train_gpt's training on one device; returns an uncompiled model holding the EMA weights."""
-    torch.manual_seed(args.seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    model = tg.build_model(args, device)
-    make_loader = lambda: tg.DistributedLoader(args.train_files, args.vocab_size, 0, 1,  # noqa: E731
-                                               args.micro_batch_seqs, args.train_seq_len, device)
-    result = tg.train(args, model, model, make_loader, device)
-    plain = tg.GDNHybrid(args.model_config()).to(device)
-    result["ema"].copy_to(plain)
-    stats = {"params": sum(p.numel() for p in plain.parameters()), "steps": result["steps"],
+def train_variant(args, device, train_tokens: int) -> tuple[tg.GDNHybrid, dict]:
+    """train_gpt's training stage on one device: the uncompiled model holding the EMA weights, and its numbers."""
+    model, result = tg.train_model(args, device, train_tokens)
+    stats = {"params": sum(p.numel() for p in model.parameters()), "steps": result["steps"],
              "train_time": result["train_time"], "tokens": result["steps"] * args.train_batch_tokens,
              "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
-    return plain, stats
+    return model, stats
 
 
 def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
-    """The model as train_gpt.py packs it (calibration, GPTQ fitted to the cap), reloaded from the bytes."""
-    blob = tg.fit_artifact(model, tg.calibrate(model, args, device), args.model_config(),
-                           len(Path(tg.__file__).read_bytes()), args)
+    """The model as train_gpt.py ships it (calibration, GPTQ fitted to the cap, packing), reloaded from the bytes."""
+    blob = tg.calibrate_and_quantize(model, args, args.model_config(), len(Path(tg.__file__).read_bytes()))
     return tg.model_from_blob(blob, device), len(blob)
 
 
 def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False) -> dict:
     if key not in trained:
         print(f"=== trial: {text} (training)", flush=True)
-        model, stats = train_variant(args, device)
+        model, stats = train_variant(args, device, train_tokens)
         quantized = quantized_copy(model, args, device) if quant else None
         trained[key] = model, stats, quantized
     model, stats, quantized = trained[key]
@@ -141,11 +132,10 @@ def main():
     args = tg.Hyperparameters()
     args.max_wallclock_seconds = opt.seconds
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    sp = tg.load_tokenizer(args)
-    val_tokens = tg.load_val_tokens(args.val_files, args.vocab_size)
+    tg.start_logging()
+    val_tokens, luts = tg.load_eval_data(args, device)
     if opt.val_tokens:
         val_tokens = val_tokens[:opt.val_tokens + 1]
-    luts = tg.build_sentencepiece_luts(sp, args.vocab_size, device)
     train_tokens = tg.count_tokens(args.train_files)
     t = time.perf_counter()
     rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, opt.quant)
