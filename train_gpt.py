@@ -48,80 +48,82 @@ except ImportError:
 log = logging.getLogger("train_gpt").info  # routed by start_logging
 
 # ---------------------------------------------------------------- hyperparameters
-# Every setting is an environment variable, typed by its default.
+# Each str, int or float attribute of Hyperparameters is the variable of its upper-case name, typed by its default.
 
 SETTINGS = []  # every setting's environment variable
 
 
-def env(name, default):
-    SETTINGS.append(name)
-    return type(default)(os.environ.get(name, default))
+def from_environment(cls):
+    for name, default in list(vars(cls).items()):
+        if not name.startswith("_") and isinstance(default, (str, int, float)):
+            SETTINGS.append(name.upper())
+            setattr(cls, name, type(default)(os.environ.get(name.upper(), default)))
+    return cls
 
 
+@from_environment
 class Hyperparameters:
-    data_path = env("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
-    train_files = os.path.join(data_path, "fineweb_train_*.bin")
-    val_files = os.path.join(data_path, "fineweb_val_*.bin")
-    tokenizer_path = env("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
-    run_id = env("RUN_ID", str(uuid.uuid4())[:8])
-    seed = env("SEED", 1337)
-    artifact_path = env("ARTIFACT_PATH", "final_model.int6.ptz")
+    data_path = "./data/datasets/fineweb10B_sp1024"
+    tokenizer_path = "./data/tokenizers/fineweb_1024_bpe.model"
+    run_id = str(uuid.uuid4())[:8]
+    seed = 1337
+    artifact_path = "final_model.int6.ptz"
     # training length and batch: the global batch is the same on 1, 2 or 8 GPUs
-    train_seq_len = env("TRAIN_SEQ_LEN", 2048)
-    train_batch_tokens = env("TRAIN_BATCH_TOKENS", 786_432)
-    micro_batch_seqs = env("MICRO_BATCH_SEQS", 48)
-    iterations = env("ITERATIONS", 20_000)
-    max_wallclock_seconds = env("MAX_WALLCLOCK_SECONDS", 590.0)
-    compile_warmup_steps = env("COMPILE_WARMUP_STEPS", 3)
-    lr_warmup_steps = env("LR_WARMUP_STEPS", 20)
-    warmdown_frac = env("WARMDOWN_FRAC", 0.4)
-    train_log_every = env("TRAIN_LOG_EVERY", 50)
+    train_seq_len = 2048
+    train_batch_tokens = 786_432
+    micro_batch_seqs = 48
+    iterations = 20_000
+    max_wallclock_seconds = 590.0
+    compile_warmup_steps = 3
+    lr_warmup_steps = 20
+    warmdown_frac = 0.4
+    train_log_every = 50
     # evaluation
-    eval_seq_len = env("EVAL_SEQ_LEN", 2048)
-    eval_stride = env("EVAL_STRIDE", 512)
-    eval_batch_seqs = env("EVAL_BATCH_SEQS", 32)
+    eval_seq_len = 2048
+    eval_stride = 512
+    eval_batch_seqs = 32
     # model
-    vocab_size = env("VOCAB_SIZE", 1024)
-    model_dim = env("MODEL_DIM", 512)
-    num_heads = env("NUM_HEADS", 4)  # head dim 128 (notes/heads.md)
-    num_kv_heads = env("NUM_KV_HEADS", 2)
-    gdn_per_group = env("GDN_PER_GROUP", 5)
-    mlp_mult = env("MLP_MULT", 3)
-    conv_size = env("CONV_SIZE", 4)
-    swa_window = env("SWA_WINDOW", 2048)  # = the sequence: full causal attention
-    doc_reset = env("DOC_RESET", 1)
-    smear = env("SMEAR", 1)
-    x0_mix = env("X0_MIX", 1)
-    rope_base = env("ROPE_BASE", 10000.0)
-    qk_gain_init = env("QK_GAIN_INIT", 1.5)
-    logit_softcap = env("LOGIT_SOFTCAP", 30.0)
-    tied_embed_init_std = env("TIED_EMBED_INIT_STD", 0.005)
+    vocab_size = 1024
+    model_dim = 512
+    num_heads = 4  # head dim 128 (notes/heads.md)
+    num_kv_heads = 2
+    gdn_per_group = 5
+    mlp_mult = 3
+    conv_size = 4
+    swa_window = 2048  # = the sequence: full causal attention
+    doc_reset = 1
+    smear = 1
+    x0_mix = 1
+    rope_base = 10000.0
+    qk_gain_init = 1.5
+    logit_softcap = 30.0
+    tied_embed_init_std = 0.005
     # optimizer
-    matrix_lr = env("MATRIX_LR", 0.03)
-    muon_wd = env("MUON_WD", 0.04)
-    muon_momentum = env("MUON_MOMENTUM", 0.95)
-    muon_momentum_warmup_start = env("MUON_MOMENTUM_WARMUP_START", 0.85)
-    muon_momentum_warmup_steps = env("MUON_MOMENTUM_WARMUP_STEPS", 300)
-    muon_ns_steps = env("MUON_NS_STEPS", 5)
-    embed_lr = env("EMBED_LR", 0.05)
-    scalar_lr = env("SCALAR_LR", 0.04)
-    beta1 = env("BETA1", 0.9)
-    beta2 = env("BETA2", 0.95)
-    ema_decay = env("EMA_DECAY", 0.997)
+    matrix_lr = 0.03
+    muon_wd = 0.04
+    muon_momentum = 0.95
+    muon_momentum_warmup_start = 0.85
+    muon_momentum_warmup_steps = 300
+    muon_ns_steps = 5
+    embed_lr = 0.05
+    scalar_lr = 0.04
+    beta1 = 0.9
+    beta2 = 0.95
+    ema_decay = 0.997
     # quantization and artifact
-    calib_seqs = env("CALIB_SEQS", 32)
-    calib_len = env("CALIB_LEN", 512)
-    calib_temperature = env("CALIB_TEMPERATURE", 1.0)
-    gptq_damp = env("GPTQ_DAMP", 0.01)
-    gptq_block = env("GPTQ_BLOCK", 128)
-    quant_bits = env("QUANT_BITS", 6)  # the projections' levels: -31..31
-    embed_bits = env("EMBED_BITS", 8)
-    quant_k_mlp = env("QUANT_K_MLP", 16.0)  # row step max(s * k * rms(tensor), max|row|) / levels, s fitted to the cap
-    quant_k_attn = env("QUANT_K_ATTN", 10.0)  # the one attention serves two layers
-    quant_k_gdn = env("QUANT_K_GDN", 12.85)
-    quant_k_embed = env("QUANT_K_EMBED", 0.0)  # 0: each row's max / levels; it is also the output head
-    fit_slack_bytes = env("FIT_SLACK_BYTES", 50_000)
-    artifact_cap_bytes = env("ARTIFACT_CAP_BYTES", 16_000_000)
+    calib_seqs = 32
+    calib_len = 512
+    calib_temperature = 1.0
+    gptq_damp = 0.01
+    gptq_block = 128
+    quant_bits = 6  # the projections' levels: -31..31
+    embed_bits = 8
+    quant_k_mlp = 16.0  # row step max(s * k * rms(tensor), max|row|) / levels, s fitted to the cap
+    quant_k_attn = 10.0  # the one attention serves two layers
+    quant_k_gdn = 12.85
+    quant_k_embed = 0.0  # 0: each row's max / levels; it is also the output head
+    fit_slack_bytes = 50_000
+    artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
                   "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
@@ -129,16 +131,19 @@ class Hyperparameters:
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
                 "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
-    non_negative = ("max_wallclock_seconds", "compile_warmup_steps", "lr_warmup_steps", "warmdown_frac",
-                    "fit_slack_bytes")
+
+    def __init__(self):
+        self.train_files = os.path.join(self.data_path, "fineweb_train_*.bin")
+        self.val_files = os.path.join(self.data_path, "fineweb_val_*.bin")
 
     def model_config(self) -> dict:
         return {k: getattr(self, k) for k in self.model_keys}
 
     def check(self):
-        """Refuses the settings that are out of range, naming each."""
+        """Refuses out-of-range settings: no number below 0, no count or length 0."""
         bad = [f"{k.upper()}={getattr(self, k)} must be > 0" for k in self.positive if getattr(self, k) <= 0]
-        bad += [f"{k.upper()}={getattr(self, k)} must be >= 0" for k in self.non_negative if getattr(self, k) < 0]
+        bad += [f"{k}={v} must be >= 0" for k in SETTINGS if k.lower() not in self.positive
+                and isinstance(v := getattr(self, k.lower()), (int, float)) and v < 0]
         if bad:
             raise ValueError("; ".join(bad) + " (README.md's settings table)")
 
@@ -189,7 +194,7 @@ def count_tokens(pattern: str) -> int:
     return sum(len(read_shard(f)) for f in shard_files(pattern))
 
 
-def check_token_range(tokens: np.ndarray, vocab_size: int, where: str, start: int = 0) -> None:
+def check_token_range(tokens: np.ndarray, vocab_size: int, where: str, start: int = 0):
     """Names the first bad token by its place in the file; `start`: where `tokens` begin there."""
     if int(tokens.max(initial=0)) >= vocab_size:
         i = int(np.argmax(tokens >= vocab_size))
@@ -255,7 +260,7 @@ def load_tokenizer(args) -> spm.SentencePieceProcessor:
 
 
 def tokenizer_sha256(args) -> str:
-    """Must match the export's manifest.json where that records one (build_proxy.py's do; the challenge's has none)."""
+    """Checked against the export's manifest.json where it records one (build_proxy.py's do)."""
     sha = hashlib.sha256(Path(args.tokenizer_path).read_bytes()).hexdigest()
     manifest = Path(args.data_path) / "manifest.json"
     entry = json.loads(manifest.read_text()).get("tokenizer") if manifest.is_file() else None
@@ -384,7 +389,7 @@ def gated_delta_rule(q, k, v, g, beta):
 
 @torch.compiler.disable  # as gated_delta_rule: fla's kernels run eagerly
 def gated_rms_norm(x: Tensor, gate: Tensor, weight: Tensor) -> Tensor:
-    """rms_norm(x) * weight * silu(gate); on a GPU one fused fla kernel each way."""
+    """rms_norm(x) * weight * silu(gate); on a GPU a fused fla kernel each way."""
     if not x.is_cuda:
         return rms_norm(x) * weight.to(x.dtype) * F.silu(gate)
     return rms_norm_gated(x, gate, weight, None, eps=torch.finfo(torch.float32).eps)  # F.rms_norm's eps on bf16
@@ -777,8 +782,7 @@ class GDNHybrid(nn.Module):
 
 
 def build_model(args, device) -> GDNHybrid:
-    """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling those is
-    slower)."""
+    """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling them is slower)."""
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
         for block in model.blocks:
@@ -791,8 +795,7 @@ def build_model(args, device) -> GDNHybrid:
 # Muon for the projections, Adam for the rest, and the weights' EMA.
 
 def newton_schulz(G: Tensor, steps: int) -> Tensor:
-    """Nearly orthogonalises each matrix of a [N, m, n] stack (Muon's quintic iteration), one batched product
-    per term."""
+    """Nearly orthogonalises each matrix of a [N, m, n] stack (Muon's quintic), one batched product a term."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16() if G.is_cuda else G.float()
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
@@ -847,7 +850,7 @@ def is_matrix(name: str, p: Tensor) -> bool:
     return p.ndim == 2 and min(p.shape) >= MATRIX_MIN_SIDE and name != "embed.weight"
 
 
-def build_optimizers(model: nn.Module, args: Hyperparameters) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
     named = list(model.named_parameters())
     matrices = [p for n, p in named if is_matrix(n, p)]
     scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
@@ -862,8 +865,7 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list[torch.opti
 
 
 class EMA:
-    """Moving average whose decay ramps up from 0, so early weights wash out even in runs shorter than its
-    horizon."""
+    """Moving average whose decay ramps up from 0: early weights wash out even in runs shorter than its horizon."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
@@ -918,7 +920,7 @@ def train_step(model, loader, accum: int, device) -> Tensor:
     return total / accum
 
 
-def step_optimizers(optimizers: list[torch.optim.Optimizer]):
+def step_optimizers(optimizers: list):
     for opt in optimizers:
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -932,8 +934,8 @@ def grad_accum_steps(args: Hyperparameters, world_size: int) -> int:
     return args.train_batch_tokens // per_step
 
 
-def set_schedule(optimizers: list[torch.optim.Optimizer], step: int, elapsed: float, args) -> float:
-    """Every group's learning rate for this step and Muon's momentum warm-up; returns the LR scale."""
+def set_schedule(optimizers: list, step: int, elapsed: float, args) -> float:
+    """Sets this step's learning rates and Muon's momentum; returns the LR scale."""
     scale = lr_scale(step, elapsed, args)
     for opt in optimizers:
         for group in opt.param_groups:
@@ -945,7 +947,7 @@ def set_schedule(optimizers: list[torch.optim.Optimizer], step: int, elapsed: fl
 
 
 def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int, device):
-    """Steps that compile the kernels for the training shapes, then undone: the run starts from the initial state."""
+    """Steps that compile the kernels for the training shapes, then undone."""
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
     for i in range(args.compile_warmup_steps):
         t = time.perf_counter()
@@ -999,8 +1001,8 @@ def train(args, base_model, model, make_loader, device) -> dict:
 
 
 def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
-    """Builds from SEED and trains; returns train's result and an uncompiled model holding the EMA weights:
-    compiling the evaluation's shape costs more than it saves, and GPTQ's hooks need plain modules."""
+    """Train's result and an uncompiled model holding the EMA weights (compiling the evaluation's shape costs more
+    than it saves; GPTQ's hooks need plain modules)."""
     rank, world = rank_and_world()
     torch.manual_seed(args.seed)
     if device.type == "cuda":
@@ -1059,7 +1061,6 @@ def calibrate(model: nn.Module, args) -> dict[str, Tensor]:
 
 
 def weight_group(name: str) -> str:
-    """The step-factor group (QUANT_K_*) of a quantized weight."""
     return "embed" if name == "embed.weight" else "mlp" if ".mlp." in name else "attn" if name.startswith(
         "attn.") else "gdn"
 
@@ -1151,7 +1152,7 @@ def dequantize(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
 
 ARTIFACT_MAGIC = b"GDNH5"
 CHECKED = len(ARTIFACT_MAGIC) + 32  # the magic, then the SHA-256 of every byte after it
-PACK_CHUNK = 1 << 22  # the largest frame (frames compress in parallel)
+PACK_CHUNK = 1 << 22  # the largest frame
 # level 22 with matches of 6 bytes or more: on int6 values shorter ones cost bytes and make the size jump
 # between nearly equal steps, which the fit cannot aim through
 PACK_ZSTD = zstandard.ZstdCompressionParameters.from_level(22, min_match=6)
@@ -1264,7 +1265,7 @@ def fit_artifact(model, hessians, config: dict, code_bytes: int, args) -> bytes:
 
 
 def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, args, seconds: float):
-    """Each group's factor after the fit and its packed bits per weight, read from the artifact's sections."""
+    """Each group's fitted factor and packed bits per weight (from the artifact's sections)."""
     sizes, params = artifact_section_bytes(blob), {}
     for group, W, _ in plan.values():
         params[group or "rest"] = params.get(group or "rest", 0) + W.numel()
@@ -1276,7 +1277,6 @@ def log_choice(plan: dict[str, tuple], scale: float, blob: bytes, total: int, ar
 
 
 def calibrate_and_quantize(model: nn.Module, args, config: dict, code_bytes: int) -> bytes:
-    """The model as shipped: calibrated on its own samples, quantized at the steps fitted to the cap, packed."""
     return fit_artifact(model, calibrate(model, args), config, code_bytes, args)
 
 
@@ -1413,7 +1413,7 @@ def score_artifact(args, blob: bytes, tokens, luts, device) -> dict:
 # ---------------------------------------------------------------- main
 # Start-up checks, then --eval's score, or training, packing and the packed file's score.
 
-def command_line(argv=None) -> argparse.Namespace:
+def command_line(argv=None):
     cli = argparse.ArgumentParser(description="Trains, packs and scores; settings are environment variables")
     cli.add_argument("--eval", metavar="FILE", help="score this artifact instead of training")
     return cli.parse_args(argv)
@@ -1433,8 +1433,8 @@ def setup_distributed() -> torch.device:
 
 
 def start_logging(rank: int = 0, logfile: str | None = None):
-    """Once per process: rank 0's lines (and fla's choice of kernel backends) to stdout and a fresh `logfile`,
-    the other ranks' errors alone to the file."""
+    """Once per process: rank 0's lines (fla's kernel backends too) to stdout and a fresh `logfile`, the other
+    ranks' errors to the file."""
     handlers = [logging.FileHandler(logfile, "w" if rank == 0 else "a", "utf-8", delay=rank > 0)] if logfile else []
     handlers += [logging.StreamHandler(sys.stdout)] if rank == 0 else []
     logging.basicConfig(format="%(message)s", handlers=handlers, force=True)
@@ -1456,8 +1456,7 @@ def stack() -> str:
 
 
 def preflight(args, training: bool) -> tuple[str, int]:
-    """All that can fail before step 0 instead of after training; returns the tokenizer's SHA-256 and the train
-    tokens."""
+    """All that can fail before step 0 rather than after training; returns the tokenizer's SHA-256, train tokens."""
     for warning in misspelt_settings(os.environ):
         log(warning)
     args.check()
@@ -1477,7 +1476,7 @@ def preflight(args, training: bool) -> tuple[str, int]:
 
 
 def log_start(args, code: bytes, device):
-    """What a reader needs beside the numbers: the code, the software and GPUs, the settings changed."""
+    """What a reader needs beside the numbers."""
     log(f"run_id:{args.run_id} world_size:{rank_and_world()[1]} device:{device} code_bytes:{len(code)} "
         f"code_sha256:{hashlib.sha256(code).hexdigest()}")
     log(stack())

@@ -34,15 +34,12 @@ def other_tokenizer(tmp_path_factory) -> str:
 
 
 def set_settings(monkeypatch, settings: dict):
-    """What train_gpt reads from the environment at import, set on the class as env() would have cast it."""
+    """What train_gpt reads from the environment at import, set on the class as from_environment would cast it."""
     for name, value in settings.items():
         key = name.lower()
         if not hasattr(train_gpt.Hyperparameters, key):  # OMP_NUM_THREADS and the like
             continue
         monkeypatch.setattr(train_gpt.Hyperparameters, key, type(getattr(train_gpt.Hyperparameters, key))(value))
-    data = train_gpt.Hyperparameters.data_path
-    monkeypatch.setattr(train_gpt.Hyperparameters, "train_files", f"{data}/fineweb_train_*.bin")
-    monkeypatch.setattr(train_gpt.Hyperparameters, "val_files", f"{data}/fineweb_val_*.bin")
 
 
 @pytest.fixture
@@ -92,6 +89,7 @@ def bad_second_shard(data):
     (dict(EVAL_SEQ_LEN="100000"), None, "shorter than EVAL_SEQ_LEN=100000"),
     ({}, bad_second_shard, "fineweb_train_000001.bin: bad magic 0"),
     (dict(MAX_WALLCLOCK_SECONDS="-1"), None, "MAX_WALLCLOCK_SECONDS=-1.0 must be >= 0"),
+    (dict(MATRIX_LR="-0.1"), None, "MATRIX_LR=-0.1 must be >= 0"),
     (dict(TRAIN_BATCH_TOKENS="0"), None, "TRAIN_BATCH_TOKENS=0 must be > 0"),
     (dict(TRAIN_BATCH_TOKENS="300"), None, "TRAIN_BATCH_TOKENS=300 is not a multiple"),
     (dict(TRAIN_LOG_EVERY="0", ITERATIONS="0"), None, "ITERATIONS=0 must be > 0; TRAIN_LOG_EVERY=0 must be > 0"),
@@ -143,6 +141,19 @@ def test_misspelt_settings_are_warned_with_the_closest_name_and_others_are_left_
     assert warnings == ["warning: EVAL_STRIDES is read by no setting; did you mean EVAL_STRIDE?",
                         "warning: MAX_WALLCLOK_SECONDS is read by no setting; did you mean MAX_WALLCLOCK_SECONDS?"]
     assert warnings[1] in capsys.readouterr().out
+
+
+def test_settings_are_read_from_the_environment_by_name_and_typed_by_their_default(monkeypatch):
+    monkeypatch.setenv("STEPS", "7")
+    monkeypatch.setenv("LR", "2")
+    monkeypatch.setattr(train_gpt, "SETTINGS", [])
+
+    @train_gpt.from_environment
+    class Settings:
+        steps, lr, name, pairs = 10, 0.5, "x", (1, 2)
+
+    assert (Settings.steps, Settings.lr, Settings.name, Settings.pairs) == (7, 2.0, "x", (1, 2))
+    assert type(Settings.lr) is float and train_gpt.SETTINGS == ["STEPS", "LR", "NAME"]
 
 
 def test_a_reused_run_id_starts_a_fresh_log(export, monkeypatch):

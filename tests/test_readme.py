@@ -1,7 +1,7 @@
 """README.md's settings table against what train_gpt.py reads: every environment variable, its default, its group.
 
-train_gpt.py is parsed, not run: each `name = env("NAME", default)` in the Hyperparameters class is a setting, and
-full-line comments in the class body start a new group; any other variable the module reads from os.environ
+train_gpt.py is parsed, not run: each `name = default` in the Hyperparameters class body (a literal or a call, not a
+tuple) is the setting NAME, and full-line comments in the class body start a new group; any other variable the module reads from os.environ
 (RANK, WORLD_SIZE, LOCAL_RANK) forms one more group, last. The README's table (under "## Settings") has one row per
 variable, `| `NAME` | default | meaning |`, and a bold row `| **group** | | |` before each group. When a setting is
 added, removed, moved between groups or given another default, only the table's rows need changing.
@@ -28,13 +28,13 @@ def class_groups(source: str) -> list[list[tuple[str, object]]]:
     lines = source.splitlines()
     groups, last = [[]], cls.lineno
     for node in cls.body:
-        call = node.value if isinstance(node, ast.Assign) else None
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "env"):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and not node.targets[0].id.startswith("_") and not isinstance(node.value, ast.Tuple)):
             continue
         between = lines[last:node.lineno - 1]  # the lines since the previous setting
         if any(line.strip().startswith("#") for line in between) and groups[-1]:
             groups.append([])
-        groups[-1].append((call.args[0].value, literal(call.args[1])))
+        groups[-1].append((node.targets[0].id.upper(), literal(node.value)))
         last = node.end_lineno
     return groups
 
@@ -121,15 +121,14 @@ def test_readme_settings_table_matches_train_gpt():
 def test_the_comparison_catches_each_kind_of_disagreement():
     source = '''
 import os
-def env(name, default):
-    return type(default)(os.environ.get(name, default))
 class Hyperparameters:
-    run_id = env("RUN_ID", str(id(0)))
+    run_id = str(id(0))
     # training
-    steps = env("STEPS", 10)
-    lr = env("LR", 0.5)
+    steps = 10
+    lr = 0.5
     # model
-    dim = env("DIM", 64)
+    dim = 64
+    model_keys = ("dim",)
 rank, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1)))
 '''
     code = settings_of(source)
