@@ -4,6 +4,7 @@ main runs in this process with the tiny settings set on Hyperparameters (as the 
 
 import hashlib
 import json
+import logging
 import os
 import random
 import subprocess
@@ -154,6 +155,18 @@ def test_settings_are_read_from_the_environment_by_name_and_typed_by_their_defau
 
     assert (Settings.steps, Settings.lr, Settings.name, Settings.pairs) == (7, 2.0, "x", (1, 2))
     assert type(Settings.lr) is float and train_gpt.SETTINGS == ["STEPS", "LR", "NAME"]
+
+
+def test_rank_0_logs_every_line_afresh_and_the_other_ranks_only_their_errors(tmp_path, capsys):
+    path = tmp_path / "run.txt"
+    path.write_text("an older run\n")
+    train_gpt.start_logging(0, str(path))
+    train_gpt.log("step:1")
+    train_gpt.start_logging(1, str(path))
+    train_gpt.log("step:1 on rank 1")
+    logging.getLogger("train_gpt").error("error on rank 1: boom")
+    logging.basicConfig(handlers=[], force=True)  # closes the files
+    assert path.read_text() == "step:1\nerror on rank 1: boom\n" and capsys.readouterr().out == "step:1\n"
 
 
 def test_a_reused_run_id_starts_a_fresh_log(export, monkeypatch):

@@ -1,8 +1,8 @@
 """README.md's settings table against what train_gpt.py reads: every environment variable, its default, its group.
 
 train_gpt.py is parsed, not run: each `name = default` in the Hyperparameters class body (a literal or a call, not a
-tuple) is the setting NAME, and full-line comments in the class body start a new group; any other variable the module reads from os.environ
-(RANK, WORLD_SIZE, LOCAL_RANK) forms one more group, last. The README's table (under "## Settings") has one row per
+tuple) is the setting NAME, and full-line comments in the class body start a new group; any other variable the
+module reads from os.environ (LOCAL_RANK) forms one more group, last. The README's table (under "## Settings") has one row per
 variable, `| `NAME` | default | meaning |`, and a bold row `| **group** | | |` before each group. When a setting is
 added, removed, moved between groups or given another default, only the table's rows need changing.
 """
