@@ -980,7 +980,8 @@ def train(args, base_model, model, make_loader, device) -> dict:
         clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(clock, op=dist.ReduceOp.MAX, group=cpu_group)
-        elapsed, capped = clock.item(), clock.item() >= args.max_wallclock_seconds > 0
+        elapsed = clock.item()
+        capped = elapsed >= args.max_wallclock_seconds > 0
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
             if world > 1:  # each rank holds its own share's loss; the logged one is the global batch's
                 dist.all_reduce(loss)
