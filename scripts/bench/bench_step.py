@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import statistics
 import sys
 import time
@@ -321,6 +322,8 @@ def main():
         cli.error("--breakdown loop: the loop has no parts to time; break down 'train' instead")
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
+    logging.basicConfig(format="%(message)s", stream=sys.stdout)  # train()'s lines in versions that log through logging
+    logging.getLogger("train_gpt").setLevel(logging.INFO)
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     if opt.rounds:
         return interleaved(opt.code.split(","), opt.shapes.split(",")[0], opt.steps, opt.rounds, device)
