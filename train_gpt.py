@@ -141,9 +141,9 @@ class Hyperparameters:
 
     def check(self):
         """Refuses out-of-range settings: no number below 0, no count or length 0."""
-        bad = [f"{k.upper()}={getattr(self, k)} must be > 0" for k in self.positive if getattr(self, k) <= 0]
-        bad += [f"{k}={v} must be >= 0" for k in SETTINGS if k.lower() not in self.positive
-                and isinstance(v := getattr(self, k.lower()), (int, float)) and v < 0]
+        bad = [f"{k}={v} must be {'> 0' if k.lower() in self.positive else '>= 0'}" for k in SETTINGS
+               if isinstance(v := getattr(self, k.lower()), (int, float))
+               and (v <= 0 if k.lower() in self.positive else v < 0)]
         if bad:
             raise ValueError("; ".join(bad) + " (README.md's settings table)")
 
