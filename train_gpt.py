@@ -77,7 +77,6 @@ class Hyperparameters:
     compile_warmup_steps = 3
     lr_warmup_steps = 20
     warmdown_frac = 0.4
-    min_lr_frac = 0.0  # the warm-down ends at this share of the peak learning rate
     train_log_every = 50
     # evaluation
     eval_seq_len = 2048
@@ -106,7 +105,6 @@ class Hyperparameters:
     muon_momentum_warmup_start = 0.85
     muon_momentum_warmup_steps = 300
     muon_ns_steps = 5
-    muon_polar = 0  # 1: Polar Express's per-iteration coefficients instead of the fixed quintic
     embed_lr = 0.05
     scalar_lr = 0.04
     beta1 = 0.9
@@ -796,24 +794,14 @@ def build_model(args, device) -> GDNHybrid:
 # ---------------------------------------------------------------- optimizer
 # Muon for the projections, Adam for the rest, and the weights' EMA.
 
-# Polar Express (Amsel et al. 2025): the quintic of each iteration that best maps [l, 1] towards 1, computed for 5
-# iterations with singular values scaled under 1 / 1.02; later iterations repeat the last
-POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),
-                 (4.042929935166739, -2.808917465908714, 0.5000178451051316),
-                 (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
-                 (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
-                 (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
-
-
-def newton_schulz(G: Tensor, steps: int, polar: bool = False) -> Tensor:
-    """Nearly orthogonalises each matrix of a [N, m, n] stack (Muon's quintic, or Polar Express's), one batched
-    product a term."""
+def newton_schulz(G: Tensor, steps: int) -> Tensor:
+    """Nearly orthogonalises each matrix of a [N, m, n] stack (Muon's quintic), one batched product a term."""
+    a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16() if G.is_cuda else G.float()
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) * (1.02 if polar else 1) + 1e-7)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     tall = X.size(-2) > X.size(-1)
     X = X.mT if tall else X
-    for i in range(steps):
-        a, b, c = POLAR_EXPRESS[min(i, 4)] if polar else (3.4445, -4.7750, 2.0315)
+    for _ in range(steps):
         A = X @ X.mT
         X = a * X + (b * A + c * A @ A) @ X
     return X.mT if tall else X
@@ -823,9 +811,8 @@ class Muon(torch.optim.Optimizer):
     """Nesterov momentum, orthogonalised per matrix in same-shape stacks; ranks split each stack and
     all-reduce the updates."""
 
-    def __init__(self, params, lr, momentum, ns_steps, weight_decay, polar=False):
-        super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay,
-                                            polar=polar))
+    def __init__(self, params, lr, momentum, ns_steps, weight_decay):
+        super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self):
@@ -845,8 +832,7 @@ class Muon(torch.optim.Optimizer):
                 bufs = [self.state[params[i]].setdefault("momentum", torch.zeros_like(g)) for i, g in zip(mine, grads)]
                 torch._foreach_mul_(bufs, m)
                 torch._foreach_add_(bufs, grads)
-                update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"],
-                                       group["polar"])
+                update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
                 update = update.float() * max(1, shape[0] / shape[1]) ** 0.5
                 for i, u in zip(mine, update):
                     views[i].copy_(u.flatten())
@@ -869,7 +855,7 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
     matrices = [p for n, p in named if is_matrix(n, p)]
     scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
     adam = dict(betas=(args.beta1, args.beta2), eps=1e-8, fused=torch.cuda.is_available())
-    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd, args.muon_polar > 0),
+    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd),
             torch.optim.Adam([model.embed.weight], lr=args.embed_lr, **adam),
             torch.optim.Adam(scalars, lr=args.scalar_lr, **adam)]
     for opt in opts:
@@ -913,14 +899,12 @@ def autocast(device: torch.device):
 
 
 def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
-    """Linear warm-up by steps; linear warm-down to MIN_LR_FRAC over the last WARMDOWN_FRAC of the time (or step)
-    budget."""
+    """Linear warm-up by steps; linear warm-down over the last WARMDOWN_FRAC of the time (or step) budget."""
     warm = min(1.0, (step + 1) / args.lr_warmup_steps) if args.lr_warmup_steps > 0 else 1.0
     progress = step / args.iterations
     if args.max_wallclock_seconds > 0:
         progress = max(progress, elapsed / args.max_wallclock_seconds)
-    down = max(0.0, min(1.0, (1 - progress) / args.warmdown_frac)) if args.warmdown_frac > 0 else 1.0
-    return warm * (args.min_lr_frac + (1 - args.min_lr_frac) * down)
+    return warm * max(0.0, min(1.0, (1 - progress) / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
 
 
 def train_step(model, loader, accum: int, device) -> Tensor:
