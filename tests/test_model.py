@@ -330,6 +330,27 @@ def test_swa_shared_reuses_the_first_swa_attention_once():
     assert len(calls) == 2
 
 
+def test_looped_blocks_run_twice_in_order_with_the_same_weights():
+    model = tiny_model(loop_blocks="1-2")
+    assert model.block_order() == [0, 1, 2, 1, 2, 3]
+    calls = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda *_, i=i: calls.append(i))
+    ids = torch.randint(4, 64, (1, 24))
+    with torch.no_grad():
+        looped = model.logits(ids)
+        model.looping = False
+        plain = model.logits(ids)
+    assert calls == [0, 1, 2, 1, 2, 3] + [0, 1, 2, 3] and not torch.allclose(looped, plain)
+    assert tiny_model(loop_blocks="1-2").state_dict().keys() == tiny_model().state_dict().keys()
+
+
+@pytest.mark.parametrize("spec", ["2", "2-1", "0-4", "a-b", "-1-2"])
+def test_a_bad_loop_span_is_refused_with_the_rule(spec):
+    with pytest.raises(ValueError, match=r"LOOP_BLOCKS=.*0 <= a <= b < 4"):
+        tiny_model(loop_blocks=spec)
+
+
 def test_default_model_is_the_34m_gdn_hybrid():
     cfg = train_gpt.Hyperparameters().model_config()
     with torch.device("meta"):
