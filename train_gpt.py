@@ -98,6 +98,8 @@ class Hyperparameters:
     loop_blocks = ""  # "a-b": once looping starts, blocks a..b (0-based) run a second time right after the first
     loop_from = 0.5  # share of the time (or step) budget after which LOOP_BLOCKS loop
     qk_gain_init = 1.5
+    xsa = 0  # 1: attention's output loses its component along each token's own value
+    attn_gate = 0  # 1: a per-head sigmoid gate, from the block's input, on attention's output
     logit_softcap = 30.0
     tied_embed_init_std = 0.005
     # optimizer
@@ -129,7 +131,7 @@ class Hyperparameters:
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
                   "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base", "loop_blocks",
-                  "qk_gain_init", "logit_softcap")
+                  "qk_gain_init", "xsa", "attn_gate", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
                 "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
@@ -599,13 +601,15 @@ _flex_attention = torch.compile(flex_attention, dynamic=False) if torch.cuda.is_
 
 
 class SlidingWindowAttention(nn.Module):
-    def __init__(self, dim, heads, kv_heads, rope_base, qk_gain_init):
+    def __init__(self, dim, heads, kv_heads, rope_base, qk_gain_init, xsa=0, attn_gate=0):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim, self.rope_base = heads, kv_heads, dim // heads, rope_base
         self.q = CastedLinear(dim, dim)
         self.kv = CastedLinear(dim, 2 * kv_heads * self.head_dim)
         self.out = CastedLinear(dim, dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
+        self.xsa = xsa
+        self.gate = CastedLinear(dim, heads, zero_init=True) if attn_gate else None  # 2 sigmoid(0) = 1 at first
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
@@ -618,6 +622,11 @@ class SlidingWindowAttention(nn.Module):
             y = _flex_attention(q, k, v, block_mask=ctx["mask"], enable_gqa=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx["mask"], enable_gqa=True)
+        if self.xsa:  # what the token's own value already carries, the residual stream has: keep the rest
+            own = F.normalize(v.repeat_interleave(self.heads // self.kv_heads, dim=1), dim=-1)
+            y = y - (y * own).sum(-1, keepdim=True) * own
+        if self.gate is not None:
+            y = y * (2 * self.gate(x).sigmoid()).transpose(1, 2)[..., None]
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -741,7 +750,7 @@ class GDNHybrid(nn.Module):
         self.embed = nn.Embedding(cfg["vocab_size"], d)
         nn.init.normal_(self.embed.weight, std=cfg.get("tied_embed_init_std", 0.005))
         self.attn = SlidingWindowAttention(d, cfg["num_heads"], cfg["num_kv_heads"], cfg["rope_base"],
-                                           cfg["qk_gain_init"])
+                                           cfg["qk_gain_init"], cfg.get("xsa", 0), cfg.get("attn_gate", 0))
         gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
