@@ -95,11 +95,7 @@ class Hyperparameters:
     smear = 1
     x0_mix = 1
     rope_base = 10000.0
-    loop_blocks = ""  # "a-b": once looping starts, blocks a..b (0-based) run a second time right after the first
-    loop_from = 0.5  # share of the time (or step) budget after which LOOP_BLOCKS loop
     qk_gain_init = 1.5
-    xsa = 0  # 1: attention's output loses its component along each token's own value
-    attn_gate = 0  # 1: a per-head sigmoid gate, from the block's input, on attention's output
     logit_softcap = 30.0
     tied_embed_init_std = 0.005
     # optimizer
@@ -130,8 +126,8 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base", "loop_blocks",
-                  "qk_gain_init", "xsa", "attn_gate", "logit_softcap")
+                  "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
+                  "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
                 "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
@@ -601,15 +597,13 @@ _flex_attention = torch.compile(flex_attention, dynamic=False) if torch.cuda.is_
 
 
 class SlidingWindowAttention(nn.Module):
-    def __init__(self, dim, heads, kv_heads, rope_base, qk_gain_init, xsa=0, attn_gate=0):
+    def __init__(self, dim, heads, kv_heads, rope_base, qk_gain_init):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim, self.rope_base = heads, kv_heads, dim // heads, rope_base
         self.q = CastedLinear(dim, dim)
         self.kv = CastedLinear(dim, 2 * kv_heads * self.head_dim)
         self.out = CastedLinear(dim, dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
-        self.xsa = xsa
-        self.gate = CastedLinear(dim, heads, zero_init=True) if attn_gate else None  # 2 sigmoid(0) = 1 at first
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
         B, T, _ = x.shape
@@ -622,11 +616,6 @@ class SlidingWindowAttention(nn.Module):
             y = _flex_attention(q, k, v, block_mask=ctx["mask"], enable_gqa=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx["mask"], enable_gqa=True)
-        if self.xsa:  # what the token's own value already carries, the residual stream has: keep the rest
-            own = F.normalize(v.repeat_interleave(self.heads // self.kv_heads, dim=1), dim=-1)
-            y = y - (y * own).sum(-1, keepdim=True) * own
-        if self.gate is not None:
-            y = y * (2 * self.gate(x).sigmoid()).transpose(1, 2)[..., None]
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -734,15 +723,6 @@ class Block(nn.Module):
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
 
 
-def loop_span(spec: str, n: int) -> tuple[int, int] | None:
-    if not spec:
-        return None
-    a, sep, b = spec.partition("-")
-    if not (sep and a.isdigit() and b.isdigit() and int(a) <= int(b) < n):
-        raise ValueError(f"LOOP_BLOCKS={spec!r}: expected 'a-b', block indices with 0 <= a <= b < {n}, or empty")
-    return int(a), int(b)
-
-
 class GDNHybrid(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
@@ -750,23 +730,13 @@ class GDNHybrid(nn.Module):
         self.embed = nn.Embedding(cfg["vocab_size"], d)
         nn.init.normal_(self.embed.weight, std=cfg.get("tied_embed_init_std", 0.005))
         self.attn = SlidingWindowAttention(d, cfg["num_heads"], cfg["num_kv_heads"], cfg["rope_base"],
-                                           cfg["qk_gain_init"], cfg.get("xsa", 0), cfg.get("attn_gate", 0))
+                                           cfg["qk_gain_init"])
         gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
         self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"])
                                     for kind in self.layout)
         self.smear = nn.Parameter(torch.zeros(d)) if cfg["smear"] else None
-        self.loop = loop_span(cfg.get("loop_blocks", ""), len(self.layout))
-        self.looping = self.loop is not None  # train() holds it off until LOOP_FROM of the budget
-
-    def block_order(self) -> list[int]:
-        """Each block once; while looping, blocks a..b run a second time right after the first (no extra bytes)."""
-        order = list(range(len(self.blocks)))
-        if self.looping:
-            a, b = self.loop
-            order = order[:b + 1] + order[a:]
-        return order
 
     def context(self, ids: Tensor) -> dict:
         B, T = ids.shape
@@ -791,8 +761,8 @@ class GDNHybrid(nn.Module):
     def hidden(self, ids: Tensor) -> Tensor:
         ctx = self.context(ids)
         x = ctx["x0"] = self.embed_inputs(ids, ctx)
-        for i in self.block_order():
-            x = self.blocks[i](x, ctx, self.blocks[i].mixer or self.attn)
+        for block in self.blocks:
+            x = block(x, ctx, block.mixer or self.attn)
         return x
 
     def logits(self, ids: Tensor) -> Tensor:
@@ -928,16 +898,12 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def budget_progress(step: int, elapsed: float, args: Hyperparameters) -> float:
-    """The share of the step budget, or of the time budget when that is further on."""
-    progress = step / args.iterations
-    return max(progress, elapsed / args.max_wallclock_seconds) if args.max_wallclock_seconds > 0 else progress
-
-
 def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
     """Linear warm-up by steps; linear warm-down over the last WARMDOWN_FRAC of the time (or step) budget."""
     warm = min(1.0, (step + 1) / args.lr_warmup_steps) if args.lr_warmup_steps > 0 else 1.0
-    progress = budget_progress(step, elapsed, args)
+    progress = step / args.iterations
+    if args.max_wallclock_seconds > 0:
+        progress = max(progress, elapsed / args.max_wallclock_seconds)
     return warm * max(0.0, min(1.0, (1 - progress) / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
 
 
@@ -980,14 +946,6 @@ def set_schedule(optimizers: list, step: int, elapsed: float, args) -> float:
     return scale
 
 
-def set_looping(model: GDNHybrid, step: int, elapsed: float, args):
-    """LOOP_BLOCKS run twice once LOOP_FROM of the budget has passed (each such step costs their time again)."""
-    on = model.loop is not None and budget_progress(step, elapsed, args) >= args.loop_from
-    if on and (step == 0 or not model.looping):
-        log(f"loop: blocks {model.loop[0]}-{model.loop[1]} run twice from step {step}")
-    model.looping = on
-
-
 def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int, device):
     """Steps that compile the kernels for the training shapes, then undone."""
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
@@ -1013,7 +971,6 @@ def train(args, base_model, model, make_loader, device) -> dict:
     t0 = time.perf_counter()
     while step < args.iterations:
         scale = set_schedule(optimizers, step, elapsed, args)
-        set_looping(base_model, step, elapsed, args)
         loss = train_step(model, loader, accum, device)
         step_optimizers(optimizers)
         ema.update(base_model)

@@ -281,7 +281,7 @@ def test_flex_attention_with_the_document_block_mask_matches_create_block_mask()
     assert diff.abs().max() < 1e-2  # not bitwise: the two masks may list a row's blocks in another order
 
 
-@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS, dict(xsa=1, attn_gate=1)])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_is_causal(features):
     model = tiny_model(**features)
     ids = torch.randint(4, 64, (2, 40))
@@ -292,7 +292,7 @@ def test_model_is_causal(features):
     assert (a[:, :25] - b[:, :25]).abs().max() < 1e-4 and not torch.allclose(a[:, 25:], b[:, 25:])
 
 
-@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS, dict(xsa=1, attn_gate=1)])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_outputs_never_cross_a_bos_token(features):
     model = tiny_model(**features)
     ids = torch.randint(4, 64, (1, 48))
@@ -328,52 +328,6 @@ def test_swa_shared_reuses_the_first_swa_attention_once():
     model.attn.register_forward_hook(lambda *_: calls.append(1))
     model.logits(torch.randint(0, 64, (1, 8)))
     assert len(calls) == 2
-
-
-@pytest.mark.parametrize("xsa", [0, 1])
-def test_xsa_leaves_attention_nothing_along_each_tokens_own_value(xsa):
-    model = tiny_model(xsa=xsa)
-    attn, (B, T, d) = model.attn, (2, 24, TINY_MODEL["model_dim"])
-    with torch.no_grad():
-        attn.out.weight.copy_(torch.eye(d))  # the output is the heads' y itself
-        x, ctx = torch.randn(B, T, d), model.context(torch.randint(4, 64, (B, T)))
-        y = attn(x, ctx).view(B, T, attn.heads, attn.head_dim)
-        v = attn.kv(x).view(B, T, 2 * attn.kv_heads, attn.head_dim)[:, :, attn.kv_heads:]
-    along = (y * F.normalize(v.repeat_interleave(attn.heads // attn.kv_heads, dim=2), dim=-1)).sum(-1).abs()
-    assert (along.max() < 1e-5) == bool(xsa), along.max()
-
-
-def test_attention_gate_starts_as_no_gate_and_then_scales_each_head():
-    gated, plain = tiny_model(attn_gate=1), tiny_model()
-    gated.load_state_dict(plain.state_dict(), strict=False)
-    ids = torch.randint(4, 64, (1, 32))
-    with torch.no_grad():
-        gated.attn.gate.weight.zero_()
-        assert torch.allclose(gated.logits(ids), plain.logits(ids), atol=1e-6)
-        gated.attn.gate.weight.normal_()
-        assert not torch.allclose(gated.logits(ids), plain.logits(ids), atol=1e-3)
-    assert not train_gpt.is_matrix("attn.gate.weight", gated.attn.gate.weight)  # Adam trains it, fp16 keeps it
-
-
-def test_looped_blocks_run_twice_in_order_with_the_same_weights():
-    model = tiny_model(loop_blocks="1-2")
-    assert model.block_order() == [0, 1, 2, 1, 2, 3]
-    calls = []
-    for i, block in enumerate(model.blocks):
-        block.register_forward_hook(lambda *_, i=i: calls.append(i))
-    ids = torch.randint(4, 64, (1, 24))
-    with torch.no_grad():
-        looped = model.logits(ids)
-        model.looping = False
-        plain = model.logits(ids)
-    assert calls == [0, 1, 2, 1, 2, 3] + [0, 1, 2, 3] and not torch.allclose(looped, plain)
-    assert tiny_model(loop_blocks="1-2").state_dict().keys() == tiny_model().state_dict().keys()
-
-
-@pytest.mark.parametrize("spec", ["2", "2-1", "0-4", "a-b", "-1-2"])
-def test_a_bad_loop_span_is_refused_with_the_rule(spec):
-    with pytest.raises(ValueError, match=r"LOOP_BLOCKS=.*0 <= a <= b < 4"):
-        tiny_model(loop_blocks=spec)
 
 
 def test_default_model_is_the_34m_gdn_hybrid():

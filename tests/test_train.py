@@ -130,13 +130,6 @@ def test_tiny_model_learns_far_below_unigram_entropy(markov_data, capsys):
     assert loss < 0.6 * entropy, (loss, entropy)
 
 
-def test_the_loop_starts_at_its_share_of_the_budget(markov_data, capsys):
-    args = tiny_args(markov_data, iterations=20, loop_blocks="1-2", loop_from=0.25)
-    model = fresh_model(loop_blocks="1-2")
-    train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
-    assert "loop: blocks 1-2 run twice from step 5" in capsys.readouterr().out and model.looping
-
-
 def test_wallclock_cap_stops_the_run_and_says_why(markov_data, capsys):
     args = tiny_args(markov_data, iterations=10**6, max_wallclock_seconds=1.0, compile_warmup_steps=0)
     model = fresh_model()
