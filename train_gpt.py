@@ -82,6 +82,14 @@ class Hyperparameters:
     eval_seq_len = 2048
     eval_stride = 512
     eval_batch_seqs = 32
+    # score-first adaptation of the final score (TTT_EPOCHS=0: off): SGD on each chunk once it is scored
+    ttt_epochs = 0
+    ttt_chunk_tokens = 32_768
+    ttt_lr = 0.002
+    ttt_momentum = 0.9
+    ttt_seq_len = 2048
+    ttt_batch_seqs = 16
+    ttt_clip = 1.0
     # model
     vocab_size = 1024
     model_dim = 512
@@ -130,7 +138,8 @@ class Hyperparameters:
                   "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
-                "eval_seq_len", "eval_batch_seqs", "calib_seqs", "calib_len", "gptq_block")
+                "eval_seq_len", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_seq_len", "ttt_batch_seqs", "calib_seqs",
+                "calib_len", "gptq_block")
 
     def __init__(self):
         self.train_files = os.path.join(self.data_path, "fineweb_train_*.bin")
@@ -1362,33 +1371,79 @@ def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
     return [(s, 0 if i == 0 else starts[i - 1] + seq_len - s) for i, s in enumerate(starts)]
 
 
+def chunks_of(windows: list, stride: int, chunk_tokens: int | None) -> list[list]:
+    """Consecutive runs of windows that score about chunk_tokens targets each (None: all in one run)."""
+    per = len(windows) if chunk_tokens is None else max(1, chunk_tokens // stride)
+    return [windows[i:i + per] for i in range(0, len(windows), per)]
+
+
+def scored_span(part: list, seq_len: int) -> tuple[int, int]:
+    """[lo, hi): the inputs whose next tokens these consecutive windows score (targets lo + 1 .. hi)."""
+    return part[0][0] + part[0][1], part[-1][0] + seq_len
+
+
 @torch.inference_mode()
-def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None) -> dict:
+def score_windows(model, tokens: Tensor, part: list, luts, sums: Tensor, args):
+    """Adds the nats, targets and bytes that these windows (at most EVAL_BATCH_SEQS) score to sums."""
+    L, B = args.eval_seq_len, args.eval_batch_seqs
+    device = sums.device
+    part = part + [(part[-1][0], L)] * (B - len(part))  # fixed shape: padded windows score nothing
+    idx = torch.tensor([s for s, _ in part])[:, None] + torch.arange(L + 1)
+    seqs = tokens[idx].to(device)
+    x, y = seqs[:, :-1], seqs[:, 1:]
+    scored = torch.arange(L, device=device) >= torch.tensor([f for _, f in part], device=device)[:, None]
+    with autocast(device):
+        nll = model(x, y)
+    sums[0] += nll.double()[scored].sum()
+    sums[1] += scored.sum()
+    sums[2] += token_byte_counts(x, y, luts)[scored].sum()
+
+
+def adapt(model, opt, tokens: Tensor, lo: int, hi: int, lr: float, args):
+    """TTT_EPOCHS passes of SGD over the last whole TTT_SEQ_LEN sequences of inputs [lo, hi), whose targets are
+    all scored already."""
+    device, T = next(model.parameters()).device, args.ttt_seq_len
+    n = (hi - lo) // T
+    if n == 0:
+        return
+    seqs = tokens[hi - n * T:hi + 1].to(device)
+    x, y = seqs[:-1].view(n, T), seqs[1:].view(n, T)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    for _ in range(args.ttt_epochs):
+        for b in range(0, n, args.ttt_batch_seqs):
+            with autocast(device):
+                loss = model(x[b:b + args.ttt_batch_seqs], y[b:b + args.ttt_batch_seqs]).mean()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), args.ttt_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+
+def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, adapt_weights: bool = False) -> dict:
     """Sliding-window val loss and bpb (stride: EVAL_STRIDE unless given); sums are exact (float64 nats, int64
-    bytes) across ranks."""
+    bytes) across ranks. With adapt_weights, score-first test-time training: each rank scores its own
+    contiguous windows a chunk of TTT_CHUNK_TOKENS at a time and trains the model (its own copy) on a chunk
+    only after scoring it, with a cosine-decayed TTT_LR over the chunks."""
     device, stride = next(model.parameters()).device, args.eval_stride if stride is None else stride
     rank, world = rank_and_world()
-    L, B = args.eval_seq_len, args.eval_batch_seqs
-    windows = window_schedule(tokens.numel(), L, stride)
+    B = args.eval_batch_seqs
+    windows = window_schedule(tokens.numel(), args.eval_seq_len, stride)
     mine = windows[rank * len(windows) // world:(rank + 1) * len(windows) // world]
+    chunks = chunks_of(mine, stride, args.ttt_chunk_tokens if adapt_weights else None)
+    opt = torch.optim.SGD(model.parameters(), lr=args.ttt_lr, momentum=args.ttt_momentum) if adapt_weights else None
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
     model.eval()
-    t0, batches = time.perf_counter(), math.ceil(len(mine) / B)
-    offsets = torch.arange(L, device=device)
-    for bi in range(batches):
-        part = mine[bi * B:(bi + 1) * B]
-        part += [(part[-1][0], L)] * (B - len(part))  # fixed shape: padded windows score nothing
-        idx = torch.tensor([s for s, _ in part])[:, None] + torch.arange(L + 1)
-        seqs = tokens[idx].to(device)
-        x, y = seqs[:, :-1], seqs[:, 1:]
-        scored = offsets >= torch.tensor([f for _, f in part], device=device)[:, None]
-        with autocast(device):
-            nll = model(x, y)
-        sums[0] += nll.double()[scored].sum()
-        sums[1] += scored.sum()
-        sums[2] += token_byte_counts(x, y, luts)[scored].sum()
-        if (bi + 1) % math.ceil(batches / 10) == 0:
-            log(f"eval: {bi + 1}/{batches} batches {time.perf_counter() - t0:.1f}s")
+    t0, done, batches = time.perf_counter(), 0, sum(math.ceil(len(c) / B) for c in chunks)
+    for ci, chunk in enumerate(chunks):
+        for bi in range(0, len(chunk), B):
+            score_windows(model, tokens, chunk[bi:bi + B], luts, sums, args)
+            done += 1
+            if done % math.ceil(batches / 10) == 0:
+                log(f"eval: {done}/{batches} batches, chunk {ci + 1}/{len(chunks)} {time.perf_counter() - t0:.1f}s")
+        if adapt_weights and ci + 1 < len(chunks):  # the last chunk's training could help nothing
+            lr = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * ci / len(chunks)))
+            adapt(model, opt, tokens, *scored_span(chunk, args.eval_seq_len), lr, args)
     if world > 1:
         dist.all_reduce(sums)
     nats, count, nbytes = sums.tolist()
@@ -1409,6 +1464,10 @@ def score_artifact(args, blob: bytes, tokens, luts, device) -> dict:
         model(seqs[:, :-1], seqs[:, 1:])
     result = evaluate(model, tokens, luts, args)
     report("final_quantized_zstd22_roundtrip", result)
+    if args.ttt_epochs:
+        log(f"score-first TTT: {args.ttt_epochs} epochs a chunk of {args.ttt_chunk_tokens} tokens, lr {args.ttt_lr} "
+            f"momentum {args.ttt_momentum}, {args.ttt_batch_seqs} x {args.ttt_seq_len} a step")
+        report("final_score_first_ttt", evaluate(model, tokens, luts, args, adapt_weights=True))
     return result
 
 # ---------------------------------------------------------------- main

@@ -1,6 +1,6 @@
 """What the scripts share, and the only module besides train_gpt.py that scripts and records/make_record.py
 import: where each number sits in a log (train_gpt.py's and the challenge baseline's), loading a version of
-train_gpt.py as a module, a copy of its settings with overrides, timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
+train_gpt.py as a module, a copy of its settings with overrides (and "LABEL: KEY=VALUE" variants), timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
 scripts/bench/check_fla.py and of the tests). torch is imported only where it is used, so the log readers
 run without it.
 
@@ -28,6 +28,7 @@ OURS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes
         "val_loss": r"final_quantized_zstd22_roundtrip val_loss:([\d.]+)",
         "val_bpb": r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)",
         "eval_s": r"final_quantized_zstd22_roundtrip .*eval_time:([\d.]+)s", "gap": r"quant_gap_bpb:([-+\d.]+)",
+        "ttt_bpb": r"final_score_first_ttt .*val_bpb:([\d.]+)", "ttt_s": r"final_score_first_ttt .*eval_time:([\d.]+)s",
         "artifact_bytes": r"artifact:\S+ bytes:(\d+)", "bytes_total": r"bytes_total:(\d+)",
         "byte_proof": r"^byte_proof: .* (match)$"}
 BASELINE = {"steps": r"stopping_early: .* step:(\d+)/", "train_ms": r"stopping_early: wallclock_cap train_time:(\d+)ms",
@@ -59,6 +60,18 @@ def with_overrides(args, overrides: dict):
     for key, value in overrides.items():
         setattr(out, key, type(getattr(args, key))(value))
     return out
+
+
+def parse_variant(text: str, args) -> tuple[str, object]:
+    """"LABEL: KEY=VALUE ..." (KEY a train_gpt setting's environment variable) as (label, a copy of args with them)."""
+    label, sep, items = text.partition(":")
+    overrides = {}
+    for item in items.split() if sep and items.strip() else ["?"]:
+        key, eq, value = item.partition("=")
+        if not eq or not hasattr(args, key.lower()):
+            raise SystemExit(f"--variant {text!r}: expected 'LABEL: KEY=VALUE ...' with KEY a train_gpt setting")
+        overrides[key.lower()] = value
+    return label.strip(), with_overrides(args, overrides)
 
 
 def load_module(path: str, name: str):

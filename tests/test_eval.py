@@ -1,5 +1,6 @@
 """Evaluation section: byte counting proven against decoded text, the window schedule, sliding scores."""
 
+import math
 import random
 
 import numpy as np
@@ -78,3 +79,52 @@ def test_sliding_with_stride_equal_to_length_is_plain_chunked_eval(markov_data):
 def test_a_stride_that_would_skip_targets_is_refused(stride):
     with pytest.raises(ValueError, match="targets go unscored"):
         train_gpt.window_schedule(1000, 128, stride)
+
+
+class Recorder(torch.nn.Module):
+    """Scores every target 1 nat and records, per call, whether it trained and which target positions it saw
+    (the stream's tokens are their own positions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, x, y):
+        self.calls.append((torch.is_grad_enabled(), y.detach().clone()))
+        return self.w * 0 + torch.ones(y.shape)
+
+
+def test_score_first_adaptation_trains_only_on_targets_already_scored(markov_data):
+    n = 64 * 40 + 1
+    args = tiny_args(markov_data, eval_seq_len=64, eval_stride=16, eval_batch_seqs=3, ttt_epochs=2,
+                     ttt_chunk_tokens=128, ttt_seq_len=32, ttt_batch_seqs=2)
+    tokens, model = torch.arange(n), Recorder()
+    luts = (torch.ones(n, dtype=torch.int64), torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool))
+    result = train_gpt.evaluate(model, tokens, luts, args, adapt_weights=True)
+    assert result["tokens"] == n - 1 == result["bytes"] and abs(result["val_loss"] - 1) < 1e-12
+    scored_up_to, trained = 0, []
+    for training, y in model.calls:
+        if training:
+            assert int(y.max()) <= scored_up_to  # nothing is trained on before it is scored
+            trained.append(y)
+        else:
+            scored_up_to = max(scored_up_to, int(y.max()))
+    chunks = train_gpt.chunks_of(train_gpt.window_schedule(n, 64, 16), 16, 128)
+    spans = [train_gpt.scored_span(c, 64) for c in chunks[:-1]]  # the last chunk's training could help nothing
+    assert len(chunks) > 3 and spans[0] == (0, 64 + 7 * 16) and spans[1] == (176, 176 + 128)
+    assert len(trained) == sum(2 * math.ceil((hi - lo) // 32 / 2) for lo, hi in spans)  # epochs x steps a chunk
+    assert all(y.shape[0] <= 2 and y.shape[1] == 32 and (y.diff(dim=1) == 1).all() for y in trained)
+
+
+def test_adaptation_at_zero_lr_scores_exactly_as_the_fixed_model_and_learns_at_a_real_one(markov_data):
+    args = tiny_args(markov_data, eval_seq_len=64, eval_stride=32, eval_batch_seqs=4, ttt_epochs=1,
+                     ttt_chunk_tokens=256, ttt_seq_len=64, ttt_batch_seqs=4, ttt_lr=0.0)
+    tokens = train_gpt.load_val_tokens(args.val_files, 64)
+    luts = tuple(torch.ones(64, dtype=t) for t in (torch.int64, torch.bool, torch.bool))
+    model = tiny_model()
+    fixed = train_gpt.evaluate(model, tokens, luts, args)
+    assert train_gpt.evaluate(model, tokens, luts, args, adapt_weights=True)["val_loss"] == fixed["val_loss"]
+    args.ttt_lr = 0.05
+    adapted = train_gpt.evaluate(model, tokens, luts, args, adapt_weights=True)
+    assert adapted["tokens"] == fixed["tokens"] and adapted["val_loss"] < fixed["val_loss"] - 0.01

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -222,7 +223,18 @@ def test_eval_scores_a_sound_artifact_and_says_it_checked_it(export, monkeypatch
     total = len(blob) + len((ROOT / "train_gpt.py").read_bytes())
     assert (f"artifact_check:a.ptz checksum:ok tokenizer:ok bytes_total:{total} margin:{16_000_000 - total}"
             in log(work))
-    assert "final_quantized_zstd22_roundtrip" in log(work)
+    assert "final_quantized_zstd22_roundtrip" in log(work) and "final_score_first_ttt" not in log(work)
+
+
+def test_eval_with_adaptation_reports_the_fixed_score_then_the_adapted_one(export, monkeypatch, tokenizer):
+    _, work = export
+    (work / "a.ptz").write_bytes(packed(sha256(tokenizer.model_path)))
+    set_settings(monkeypatch, dict(EVAL_STRIDE="64", TTT_EPOCHS="1", TTT_CHUNK_TOKENS="128", TTT_SEQ_LEN="64"))
+    main(monkeypatch, "--eval", "a.ptz")
+    text = log(work)
+    fixed, adapted = (float(re.search(tag + r" .*val_bpb:([\d.]+)", text).group(1))
+                      for tag in ("final_quantized_zstd22_roundtrip", "final_score_first_ttt"))
+    assert "score-first TTT: 1 epochs a chunk of 128 tokens" in text and fixed != adapted
 
 
 @pytest.mark.parametrize("case, message", [

@@ -26,18 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import load_module, with_overrides  # noqa: E402
-
-
-def parse_variant(text: str, args) -> tuple[str, object]:
-    label, sep, items = text.partition(":")
-    overrides = {}
-    for item in items.split() if sep and items.strip() else ["?"]:
-        key, eq, value = item.partition("=")
-        if not eq or not hasattr(args, key.lower()):
-            raise SystemExit(f"--variant {text!r}: expected 'LABEL: KEY=VALUE ...' with KEY a train_gpt setting")
-        overrides[key.lower()] = value
-    return label.strip(), with_overrides(args, overrides)
+from scripts.common import load_module, parse_variant  # noqa: E402
 
 
 def fitted(module, model, hessians, args, code_bytes: int, device) -> tuple[bytes, tg.GDNHybrid]:
