@@ -82,13 +82,13 @@ class Hyperparameters:
     eval_seq_len = 2048
     eval_stride = 512
     eval_batch_seqs = 32
-    # score-first adaptation of the final score (TTT_EPOCHS=0: off): SGD on each chunk once it is scored
-    ttt_epochs = 0
+    # score-first adaptation of the packed file's score (notes/test_time_training.md): SGD on each scored chunk
+    ttt_epochs = 1  # 0: the fixed score alone
     ttt_chunk_tokens = 32_768
-    ttt_lr = 0.002
+    ttt_lr = 0.01
     ttt_momentum = 0.9
     ttt_seq_len = 2048
-    ttt_batch_seqs = 16
+    ttt_batch_seqs = 4
     ttt_clip = 1.0
     # model
     vocab_size = 1024
@@ -153,6 +153,10 @@ class Hyperparameters:
         bad = [f"{k}={v} must be {'> 0' if k.lower() in self.positive else '>= 0'}" for k in SETTINGS
                if isinstance(v := getattr(self, k.lower()), (int, float))
                and (v <= 0 if k.lower() in self.positive else v < 0)]
+        chunk = max(self.ttt_chunk_tokens // self.eval_stride, 1) * self.eval_stride if self.eval_stride > 0 else 0
+        if self.ttt_epochs and self.ttt_seq_len > chunk > 0:
+            bad.append(f"TTT_SEQ_LEN={self.ttt_seq_len} is longer than a chunk's {self.ttt_chunk_tokens} tokens "
+                       f"(whole EVAL_STRIDEs): adaptation would train on nothing; lower it or raise TTT_CHUNK_TOKENS")
         if bad:
             raise ValueError("; ".join(bad) + " (README.md's settings table)")
 
@@ -1355,7 +1359,8 @@ def model_from_blob(blob: bytes, device) -> GDNHybrid:
     return model
 
 # ---------------------------------------------------------------- evaluation
-# Sliding windows over the whole validation stream, scored in nats and exact bytes.
+# Sliding windows over the whole validation stream, scored in nats and exact bytes; the packed file's also
+# with score-first adaptation.
 
 def window_schedule(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
     """(start, first scored offset) per window over n_tokens: every target scored once, all but the first
@@ -1399,13 +1404,11 @@ def score_windows(model, tokens: Tensor, part: list, luts, sums: Tensor, args):
     sums[2] += token_byte_counts(x, y, luts)[scored].sum()
 
 
-def adapt(model, opt, tokens: Tensor, lo: int, hi: int, lr: float, args):
+def adapt(model, opt, tokens: Tensor, lo: int, hi: int, lr: float, args) -> int:
     """TTT_EPOCHS passes of SGD over the last whole TTT_SEQ_LEN sequences of inputs [lo, hi), whose targets are
-    all scored already."""
+    all scored already; returns the steps taken."""
     device, T = next(model.parameters()).device, args.ttt_seq_len
     n = (hi - lo) // T
-    if n == 0:
-        return
     seqs = tokens[hi - n * T:hi + 1].to(device)
     x, y = seqs[:-1].view(n, T), seqs[1:].view(n, T)
     for group in opt.param_groups:
@@ -1418,6 +1421,7 @@ def adapt(model, opt, tokens: Tensor, lo: int, hi: int, lr: float, args):
             nn.utils.clip_grad_norm_(model.parameters(), args.ttt_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
+    return args.ttt_epochs * math.ceil(n / args.ttt_batch_seqs)
 
 
 def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, adapt_weights: bool = False) -> dict:
@@ -1434,7 +1438,7 @@ def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, adapt
     opt = torch.optim.SGD(model.parameters(), lr=args.ttt_lr, momentum=args.ttt_momentum) if adapt_weights else None
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
     model.eval()
-    t0, done, batches = time.perf_counter(), 0, sum(math.ceil(len(c) / B) for c in chunks)
+    t0, done, steps, batches = time.perf_counter(), 0, 0, sum(math.ceil(len(c) / B) for c in chunks)
     for ci, chunk in enumerate(chunks):
         for bi in range(0, len(chunk), B):
             score_windows(model, tokens, chunk[bi:bi + B], luts, sums, args)
@@ -1443,7 +1447,9 @@ def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, adapt
                 log(f"eval: {done}/{batches} batches, chunk {ci + 1}/{len(chunks)} {time.perf_counter() - t0:.1f}s")
         if adapt_weights and ci + 1 < len(chunks):  # the last chunk's training could help nothing
             lr = args.ttt_lr * 0.5 * (1 + math.cos(math.pi * ci / len(chunks)))
-            adapt(model, opt, tokens, *scored_span(chunk, args.eval_seq_len), lr, args)
+            steps += adapt(model, opt, tokens, *scored_span(chunk, args.eval_seq_len), lr, args)
+    if adapt_weights:
+        log(f"score-first TTT: {len(chunks)} chunks scored, the first {len(chunks) - 1} trained on, {steps} SGD steps")
     if world > 1:
         dist.all_reduce(sums)
     nats, count, nbytes = sums.tolist()

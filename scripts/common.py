@@ -1,8 +1,8 @@
 """What the scripts share, and the only module besides train_gpt.py that scripts and records/make_record.py
 import: where each number sits in a log (train_gpt.py's and the challenge baseline's), loading a version of
-train_gpt.py as a module, a copy of its settings with overrides (and "LABEL: KEY=VALUE" variants), timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
-scripts/bench/check_fla.py and of the tests). torch is imported only where it is used, so the log readers
-run without it.
+train_gpt.py as a module, a copy of its settings with overrides (and "LABEL: KEY=VALUE" variants), timing CUDA
+work, and the Gated DeltaNet recurrence in float64 (the reference of scripts/bench/check_fla.py and of the tests).
+torch is imported only where it is used, so the log readers run without it.
 
 A script imports it after putting the repository root on sys.path (which train_gpt.py needs too):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -25,10 +25,11 @@ OURS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes
         "steps": r"stopping: .* after (\d+) steps", "train_time": r"stopping: .*train_time:([\d.]+)s",
         "tokens": r"stopping: .*tokens:([\d,]+)", "tok_s": r"tok/s:([\d,]+)\s*$", "epochs": r"epochs:([\d.]+)",
         "peak_mib": r"peak_memory:(\d+)", "pre_bpb": r"pre_quant_ema .*val_bpb:([\d.]+)",
-        "val_loss": r"final_quantized_zstd22_roundtrip val_loss:([\d.]+)",
-        "val_bpb": r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)",
-        "eval_s": r"final_quantized_zstd22_roundtrip .*eval_time:([\d.]+)s", "gap": r"quant_gap_bpb:([-+\d.]+)",
-        "ttt_bpb": r"final_score_first_ttt .*val_bpb:([\d.]+)", "ttt_s": r"final_score_first_ttt .*eval_time:([\d.]+)s",
+        # the run's score: the packed file's after score-first adaptation where the run adapted, else without
+        "val_loss": r"final_(?:quantized_zstd22_roundtrip|score_first_ttt) val_loss:([\d.]+)",
+        "val_bpb": r"final_(?:quantized_zstd22_roundtrip|score_first_ttt) .*val_bpb:([\d.]+)",
+        "eval_s": r"final_(?:quantized_zstd22_roundtrip|score_first_ttt) .*eval_time:([\d.]+)s",
+        "fixed_bpb": r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)", "gap": r"quant_gap_bpb:([-+\d.]+)",
         "artifact_bytes": r"artifact:\S+ bytes:(\d+)", "bytes_total": r"bytes_total:(\d+)",
         "byte_proof": r"^byte_proof: .* (match)$"}
 BASELINE = {"steps": r"stopping_early: .* step:(\d+)/", "train_ms": r"stopping_early: wallclock_cap train_time:(\d+)ms",

@@ -84,7 +84,7 @@ TINY_ENV = dict(VOCAB_SIZE="400", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1
                 MLP_MULT="2", SWA_WINDOW="16", TRAIN_SEQ_LEN="64", MICRO_BATCH_SEQS="4", TRAIN_BATCH_TOKENS="512",
                 ITERATIONS="25", MAX_WALLCLOCK_SECONDS="0", COMPILE_WARMUP_STEPS="1", TRAIN_LOG_EVERY="5",
                 EVAL_SEQ_LEN="64", EVAL_STRIDE="16", EVAL_BATCH_SEQS="8", CALIB_SEQS="4", CALIB_LEN="32",
-                GPTQ_BLOCK="32", RUN_ID="e2e", OMP_NUM_THREADS="1")  # main's tiny run, for the conftest tokenizer
+                GPTQ_BLOCK="32", TTT_CHUNK_TOKENS="256", TTT_SEQ_LEN="64", RUN_ID="e2e", OMP_NUM_THREADS="1")  # main's tiny run, for the conftest tokenizer
 
 
 def tiny_args(data_dir: Path, **overrides) -> train_gpt.Hyperparameters:
@@ -94,7 +94,7 @@ def tiny_args(data_dir: Path, **overrides) -> train_gpt.Hyperparameters:
                     train_batch_tokens=512, iterations=60, max_wallclock_seconds=0.0, compile_warmup_steps=1,
                     lr_warmup_steps=5, warmdown_frac=0.3, train_log_every=20, eval_seq_len=64, eval_stride=16,
                     eval_batch_seqs=8, matrix_lr=0.02, embed_lr=0.05, scalar_lr=0.02, ema_decay=0.9,
-                    calib_seqs=4, calib_len=32, gptq_block=32)
+                    calib_seqs=4, calib_len=32, gptq_block=32, ttt_chunk_tokens=256, ttt_seq_len=64)
     settings.update(overrides)
     for k, v in settings.items():
         setattr(args, k, v)

@@ -32,7 +32,14 @@ def test_summary_takes_the_last_value_of_each_field_and_marks_the_missing(tmp_pa
     row = summarize_logs.summarize(str(tmp_path / "run.log"))
     assert row["steps"] == "20" and row["tok/s"] == "1,333" and row["train_s"] == "60.0"
     assert row["post_bpb"] == "1.45000000" and row["eval_s"] == "1.5" and row["gap"] == "+0.01000"
-    assert row["total"] == "-" and row["peak_MiB"] == "-"
+    assert row["total"] == "-" and row["peak_MiB"] == "-" and row["score_bpb"] == row["post_bpb"]
+
+
+def test_an_adapted_score_is_the_runs_score_and_the_packed_files_own_stays_beside_it(tmp_path):
+    (tmp_path / "run.log").write_text(OURS + "final_score_first_ttt val_loss:2.40000000 val_bpb:1.44400000 "
+                                             "tokens:10 bytes:30 eval_time:4.0s\n")
+    row = summarize_logs.summarize(str(tmp_path / "run.log"))
+    assert row["post_bpb"] == "1.45000000" and row["score_bpb"] == "1.44400000" and row["eval_s"] == "4.0"
 
 
 def test_table_puts_both_runs_on_one_metric(tmp_path, capsys):

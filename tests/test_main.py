@@ -223,18 +223,29 @@ def test_eval_scores_a_sound_artifact_and_says_it_checked_it(export, monkeypatch
     total = len(blob) + len((ROOT / "train_gpt.py").read_bytes())
     assert (f"artifact_check:a.ptz checksum:ok tokenizer:ok bytes_total:{total} margin:{16_000_000 - total}"
             in log(work))
-    assert "final_quantized_zstd22_roundtrip" in log(work) and "final_score_first_ttt" not in log(work)
-
-
-def test_eval_with_adaptation_reports_the_fixed_score_then_the_adapted_one(export, monkeypatch, tokenizer):
-    _, work = export
-    (work / "a.ptz").write_bytes(packed(sha256(tokenizer.model_path)))
-    set_settings(monkeypatch, dict(EVAL_STRIDE="64", TTT_EPOCHS="1", TTT_CHUNK_TOKENS="128", TTT_SEQ_LEN="64"))
-    main(monkeypatch, "--eval", "a.ptz")
-    text = log(work)
+    text = log(work)  # the fixed score, then the adapted one
     fixed, adapted = (float(re.search(tag + r" .*val_bpb:([\d.]+)", text).group(1))
                       for tag in ("final_quantized_zstd22_roundtrip", "final_score_first_ttt"))
-    assert "score-first TTT: 1 epochs a chunk of 128 tokens" in text and fixed != adapted
+    assert text.index("final_quantized_zstd22_roundtrip") < text.index("final_score_first_ttt") and fixed != adapted
+    chunks, trained, steps = map(int, re.search(r"score-first TTT: (\d+) chunks scored, the first (\d+) trained on, "
+                                                r"(\d+) SGD steps", text).groups())
+    assert trained == chunks - 1 >= 1 and steps >= trained
+
+
+def test_eval_without_adaptation_reports_the_fixed_score_alone(export, monkeypatch, tokenizer):
+    _, work = export
+    (work / "a.ptz").write_bytes(packed(sha256(tokenizer.model_path)))
+    set_settings(monkeypatch, dict(EVAL_STRIDE="64", TTT_EPOCHS="0"))
+    main(monkeypatch, "--eval", "a.ptz")
+    assert "final_quantized_zstd22_roundtrip" in log(work) and "score-first" not in log(work)
+
+
+def test_an_adaptation_sequence_longer_than_a_chunk_is_refused_before_anything_runs(export, monkeypatch):
+    _, work = export
+    set_settings(monkeypatch, dict(TTT_CHUNK_TOKENS="32", TTT_SEQ_LEN="64"))
+    with pytest.raises(ValueError, match="TTT_SEQ_LEN=64 is longer than a chunk's 32 tokens"):
+        main(monkeypatch)
+    nothing_trained_or_written(work)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -20,6 +20,8 @@ def test_variants_split_training_from_evaluation_settings():
     for bad in ("MATRIX_LR", "NOT_A_SETTING=1", "matrix-lr=2"):
         with pytest.raises(SystemExit, match="bad variant item"):
             trials.parse_variant(bad)
+    with pytest.raises(SystemExit, match="trials never adapt"):
+        trials.parse_variant("TTT_LR=0.1")
 
 
 def test_overrides_keep_the_setting_type_and_leave_the_original_alone(markov_data):

@@ -12,7 +12,8 @@ def test_each_variant_adapts_a_fresh_copy_and_is_compared_with_the_fixed_score(m
     blob = train_gpt.pack_artifact(dict(TINY_MODEL), {k + ":f": v.half() for k, v in tiny_model().state_dict().items()})
     val = train_gpt.load_val_tokens(args.val_files, 64)
     luts = tuple(torch.ones(64, dtype=t) for t in (torch.int64, torch.bool, torch.bool))
-    variants = ["still: TTT_EPOCHS=1 TTT_LR=0", "moving: TTT_EPOCHS=2 TTT_LR=0.05", "still again: TTT_EPOCHS=1 TTT_LR=0"]
+    variants = ["still: TTT_EPOCHS=1 TTT_LR=0", "moving: TTT_EPOCHS=2 TTT_LR=0.05",
+                "still again: TTT_EPOCHS=1 TTT_LR=0"]
     rows = ttt_study.study(blob, args, variants, val, luts, torch.device("cpu"))
     assert [r["label"] for r in rows] == ["fixed (no adaptation)", "still", "moving", "still again"]
     fixed, still, moving, again = (r["bpb"] for r in rows)

@@ -42,6 +42,8 @@ def parse_variant(text: str) -> tuple[dict, dict]:
         key, sep, value = item.partition("=")
         if not sep or not hasattr(tg.Hyperparameters, key.lower()):
             raise SystemExit(f"bad variant item {item!r}: expected base or KEY=VALUE with KEY a train_gpt setting")
+        if key.startswith("TTT_"):  # trials score the float model without adaptation
+            raise SystemExit(f"{item!r}: trials never adapt; score a packed file's adaptation with ttt_study.py")
         (evals if key.startswith("EVAL_") else train)[key.lower()] = value
     return train, evals
 

@@ -1,4 +1,5 @@
-"""Prints one table row per train_gpt.py log: steps, throughput, memory, pre/post-quant bpb, bytes.
+"""Prints one table row per train_gpt.py log: steps, throughput, memory, pre/post-quant bpb, the score (after
+score-first adaptation where the run adapted), bytes.
 
   python3 scripts/tools/summarize_logs.py logs/*.log
 """
@@ -10,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 from scripts.common import fields  # noqa: E402
 
 COLUMNS = [("steps", "steps"), ("train_s", "train_time"), ("tok/s", "tok_s"), ("epochs", "epochs"),
-           ("peak_MiB", "peak_mib"), ("pre_bpb", "pre_bpb"), ("post_bpb", "val_bpb"), ("gap", "gap"),
-           ("artifact", "artifact_bytes"), ("total", "bytes_total"), ("eval_s", "eval_s")]
+           ("peak_MiB", "peak_mib"), ("pre_bpb", "pre_bpb"), ("post_bpb", "fixed_bpb"), ("gap", "gap"),
+           ("score_bpb", "val_bpb"), ("artifact", "artifact_bytes"), ("total", "bytes_total"), ("eval_s", "eval_s")]
 
 
 def summarize(path):
