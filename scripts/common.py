@@ -75,6 +75,23 @@ def parse_variant(text: str, args) -> tuple[str, object]:
     return label.strip(), with_overrides(args, overrides)
 
 
+def variant_study_options(cli, args) -> object:
+    """A study's options with its repeatable --variant "LABEL: KEY=VALUE ..." and --out (the table's file), every
+    variant checked against args' settings before any work."""
+    cli.add_argument("--variant", action="append", default=[], help="'LABEL: KEY=VALUE ...' (repeatable)")
+    cli.add_argument("--out", help="also write the table here")
+    opt = cli.parse_args()
+    for v in opt.variant:
+        parse_variant(v, args)
+    return opt
+
+
+def print_table(text: str, out: str | None):
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def load_module(path: str, name: str):
     """A script loaded as module `name` (bench_step.py loads versions of train_gpt.py with it)."""
     spec = importlib.util.spec_from_file_location(name, path)

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import load_module, parse_variant  # noqa: E402
+from scripts.common import load_module, parse_variant, print_table, variant_study_options  # noqa: E402
 
 
 def fitted(module, model, hessians, args, code_bytes: int, device) -> tuple[bytes, tg.GDNHybrid]:
@@ -77,20 +77,13 @@ def main():
     cli = argparse.ArgumentParser(usage=__doc__)
     cli.add_argument("checkpoint")
     cli.add_argument("--baseline-code", help="another train_gpt.py whose own fit is scored on the same weights")
-    cli.add_argument("--variant", action="append", default=[], help="'LABEL: KEY=VALUE ...' (repeatable)")
-    cli.add_argument("--out")
-    opt = cli.parse_args()
     args = tg.Hyperparameters()
-    for v in opt.variant:
-        parse_variant(v, args)  # fail on a typo before any work
+    opt = variant_study_options(cli, args)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     tg.start_logging()
     val_tokens, luts = tg.load_eval_data(args, device)
     state = torch.load(opt.checkpoint, map_location=device)
-    text = table(study(args, state, val_tokens, luts, device, opt.variant, opt.baseline_code))
-    print(text)
-    if opt.out:
-        Path(opt.out).write_text(text + "\n")
+    print_table(table(study(args, state, val_tokens, luts, device, opt.variant, opt.baseline_code)), opt.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import parse_variant  # noqa: E402
+from scripts.common import parse_variant, print_table, variant_study_options  # noqa: E402
 
 
 def study(blob: bytes, args, variants: list[str], val_tokens, luts, device) -> list[dict]:
@@ -44,21 +44,14 @@ def table(rows: list[dict]) -> str:
 def main():
     cli = argparse.ArgumentParser(usage=__doc__)
     cli.add_argument("artifact")
-    cli.add_argument("--variant", action="append", default=[], help="'LABEL: KEY=VALUE ...' (repeatable)")
-    cli.add_argument("--out")
-    opt = cli.parse_args()
     args = tg.Hyperparameters()
-    for v in opt.variant:
-        parse_variant(v, args)  # fail on a typo before any work
+    opt = variant_study_options(cli, args)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     tg.start_logging()
     blob = tg.checked_artifact(opt.artifact, tg.tokenizer_sha256(args), len(Path(tg.__file__).read_bytes()),
                                args.artifact_cap_bytes)
     val_tokens, luts = tg.load_eval_data(args, device)
-    text = table(study(blob, args, opt.variant, val_tokens, luts, device))
-    print(text)
-    if opt.out:
-        Path(opt.out).write_text(text + "\n")
+    print_table(table(study(blob, args, opt.variant, val_tokens, luts, device)), opt.out)
 
 
 if __name__ == "__main__":
