@@ -59,6 +59,10 @@ def test_two_rank_run_trains_quantizes_and_scores_once(run):
     assert number(r"step:25/25 train_loss:([\d.]+)", log) < first - 0.5
     assert abs(post - pre) < 0.05 * pre
     assert number(r"margin:(-?\d+)", log) > 0
+    # each rank adapts its own copy on its own windows; the scores are summed once
+    assert log.count("final_score_first_ttt") == 1 and log.count("chunks scored, the first") == 1
+    adapted = number(r"final_score_first_ttt .*val_bpb:([\d.]+)", log)
+    assert adapted != post and abs(adapted - post) < 0.05 * post
 
 
 def test_cold_eval_of_the_artifact_alone_reproduces_the_score(run, tmp_path):
