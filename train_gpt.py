@@ -1428,7 +1428,7 @@ def evaluate(model, tokens: Tensor, luts, args, stride: int | None = None, adapt
     """Sliding-window val loss and bpb (stride: EVAL_STRIDE unless given); sums are exact (float64 nats, int64
     bytes) across ranks. With adapt_weights, score-first test-time training: each rank scores its own
     contiguous windows a chunk of TTT_CHUNK_TOKENS at a time and trains the model (its own copy) on a chunk
-    only after scoring it, with a cosine-decayed TTT_LR over the chunks."""
+    only after scoring it, with a cosine-decayed TTT_LR over the chunks; the model keeps the adapted weights."""
     device, stride = next(model.parameters()).device, args.eval_stride if stride is None else stride
     rank, world = rank_and_world()
     B = args.eval_batch_seqs
