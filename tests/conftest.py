@@ -84,7 +84,8 @@ TINY_ENV = dict(VOCAB_SIZE="400", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1
                 MLP_MULT="2", SWA_WINDOW="16", TRAIN_SEQ_LEN="64", MICRO_BATCH_SEQS="4", TRAIN_BATCH_TOKENS="512",
                 ITERATIONS="25", MAX_WALLCLOCK_SECONDS="0", COMPILE_WARMUP_STEPS="1", TRAIN_LOG_EVERY="5",
                 EVAL_SEQ_LEN="64", EVAL_STRIDE="16", EVAL_BATCH_SEQS="8", CALIB_SEQS="4", CALIB_LEN="32",
-                GPTQ_BLOCK="32", TTT_CHUNK_TOKENS="256", TTT_SEQ_LEN="64", RUN_ID="e2e", OMP_NUM_THREADS="1")  # main's tiny run, for the conftest tokenizer
+                GPTQ_BLOCK="32", TTT_CHUNK_TOKENS="256", TTT_SEQ_LEN="64", RUN_ID="e2e",
+                OMP_NUM_THREADS="1")  # main's tiny run, for the conftest tokenizer
 
 
 def tiny_args(data_dir: Path, **overrides) -> train_gpt.Hyperparameters:

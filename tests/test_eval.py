@@ -118,8 +118,7 @@ def test_score_first_adaptation_trains_only_on_targets_already_scored(markov_dat
 
 
 def test_adaptation_at_zero_lr_scores_exactly_as_the_fixed_model_and_learns_at_a_real_one(markov_data):
-    args = tiny_args(markov_data, eval_seq_len=64, eval_stride=32, eval_batch_seqs=4, ttt_epochs=1,
-                     ttt_chunk_tokens=256, ttt_seq_len=64, ttt_batch_seqs=4, ttt_lr=0.0)
+    args = tiny_args(markov_data, eval_stride=32, eval_batch_seqs=4, ttt_epochs=1, ttt_batch_seqs=4, ttt_lr=0.0)
     tokens = train_gpt.load_val_tokens(args.val_files, 64)
     luts = tuple(torch.ones(64, dtype=t) for t in (torch.int64, torch.bool, torch.bool))
     model = tiny_model()

@@ -8,7 +8,7 @@ from scripts.bench import ttt_study
 
 
 def test_each_variant_adapts_a_fresh_copy_and_is_compared_with_the_fixed_score(markov_data):
-    args = tiny_args(markov_data, eval_stride=32, ttt_chunk_tokens=256, ttt_seq_len=64, ttt_batch_seqs=4)
+    args = tiny_args(markov_data, eval_stride=32, ttt_batch_seqs=4)
     blob = train_gpt.pack_artifact(dict(TINY_MODEL), {k + ":f": v.half() for k, v in tiny_model().state_dict().items()})
     val = train_gpt.load_val_tokens(args.val_files, 64)
     luts = tuple(torch.ones(64, dtype=t) for t in (torch.int64, torch.bool, torch.bool))
