@@ -102,9 +102,12 @@ def test_over_budget_run_fails_on_both_ranks_before_any_score(run, tmp_path):
 
 
 # The two-rank run above as main produced it at 908f3ee on 2 CPU cores: train_gpt.py reorganised must reproduce
-# it. Tolerances: float sums in another order move the printed losses by a few units of their 4th decimal over
-# 25 steps, and the packed size by a few bytes; a changed schedule, init or quantization moves them far more.
+# it. The first 15 steps reproduce to the printed decimal on every CPU seen; later the CPU's vector width shows:
+# on 2 AVX2-only cores (AMD EPYC) the same code printed 3.1859 at step 20 and 2.41510 before quantization against
+# this record's 3.2014 and 2.43417. So the late steps and the score get a tolerance a few times that, and the
+# quantization's own cost (after minus before), which does not depend on the trajectory, a tight one.
 RECORDED_LOSSES = {1: 5.9883, 2: 5.9161, 3: 5.7239, 4: 5.3948, 5: 4.9471, 10: 3.9583, 15: 3.6115, 20: 3.2014, 25: 2.977}
+EXACT_STEPS = 15
 RECORDED_ARTIFACT_BYTES = 118_515
 RECORDED_BPB = (2.43417, 2.43432)  # val_bpb before and after quantization
 
@@ -114,7 +117,8 @@ def test_training_and_packing_reproduce_the_recorded_run(run):
     losses = {int(s): float(x) for s, x in re.findall(r"step:(\d+)/25 train_loss:([\d.]+)", log)}
     size = (work / "model.ptz").stat().st_size
     assert losses.keys() == RECORDED_LOSSES.keys(), (losses, size)
-    assert all(abs(losses[s] - RECORDED_LOSSES[s]) <= 2e-3 for s in losses), (losses, size)
+    assert all(abs(losses[s] - RECORDED_LOSSES[s]) <= (2e-3 if s <= EXACT_STEPS else 0.05) for s in losses), losses
     assert abs(size - RECORDED_ARTIFACT_BYTES) <= 0.002 * RECORDED_ARTIFACT_BYTES, (losses, size)
     bpb = (number(r"pre_quant_ema .*val_bpb:([\d.]+)", log), number(r"roundtrip .*val_bpb:([\d.]+)", log))
-    assert all(abs(a - b) <= 1e-3 for a, b in zip(bpb, RECORDED_BPB)), bpb
+    assert abs(bpb[0] - RECORDED_BPB[0]) <= 0.06, bpb
+    assert abs((bpb[1] - bpb[0]) - (RECORDED_BPB[1] - RECORDED_BPB[0])) <= 1e-3, bpb
