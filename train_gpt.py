@@ -102,8 +102,6 @@ class Hyperparameters:
     doc_reset = 1
     smear = 1
     x0_mix = 1
-    value_embed_dim = 0  # >0: a second token table of this width, projected and added to GDN layers' v
-    value_embed_layers = 5  # the first this many GDN layers of each group take it
     rope_base = 10000.0
     qk_gain_init = 1.5
     logit_softcap = 30.0
@@ -136,8 +134,7 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "value_embed_dim", "value_embed_layers",
-                  "rope_base",
+                  "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
                   "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
@@ -540,7 +537,7 @@ def conv_qkv(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> tuple
 
 # -- Gated DeltaNet: the layer
 class GatedDeltaNet(nn.Module):
-    def __init__(self, dim, heads, conv_size, value_embed: bool = False):
+    def __init__(self, dim, heads, conv_size):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = CastedLinear(dim, 3 * dim)
@@ -554,15 +551,12 @@ class GatedDeltaNet(nn.Module):
         dt = torch.empty(heads).uniform_(math.log(1e-3), math.log(1e-1)).exp()
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.norm_weight = nn.Parameter(torch.ones(self.head_dim))
-        self.ve_scale = nn.Parameter(torch.zeros(dim)) if value_embed else None
 
     def forward(self, x: Tensor, ctx: dict) -> Tensor:
-        B, T, D = x.shape
+        B, T, _ = x.shape
         # all that x gives before the first kernel call: x's gradient sums in one graph, and no compiled graph
         # runs between the conv and the recurrence (the GPU would wait for its launch)
         qkv, gate, (b, a) = self.qkv(x), self.gate(x), self.beta_decay(x).float().chunk(2, dim=-1)
-        if self.ve_scale is not None:  # into v before the conv: inductor fuses it, no graph between the kernels
-            qkv = qkv + F.pad(self.ve_scale.to(qkv.dtype) * ctx["ve"], (2 * D, 0))
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
@@ -750,17 +744,12 @@ class GDNHybrid(nn.Module):
         nn.init.normal_(self.embed.weight, std=cfg.get("tied_embed_init_std", 0.005))
         self.attn = SlidingWindowAttention(d, cfg["num_heads"], cfg["num_kv_heads"], cfg["rope_base"],
                                            cfg["qk_gain_init"])
-        ve, group = cfg["value_embed_dim"], cfg["gdn_per_group"]
-
-        def gdn(i: int) -> GatedDeltaNet:  # i: the layer's place in its group
-            return GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"], ve > 0 and i < cfg["value_embed_layers"])
-
+        gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
+        group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
-        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn(i % (group + 1)) if kind == "gdn" else None,
-                                          cfg["x0_mix"]) for i, kind in enumerate(self.layout))
+        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"])
+                                    for kind in self.layout)
         self.smear = nn.Parameter(torch.zeros(d)) if cfg["smear"] else None
-        if ve:
-            self.value_embed, self.value_proj = nn.Embedding(cfg["vocab_size"], ve), CastedLinear(ve, d)
 
     def context(self, ids: Tensor) -> dict:
         B, T = ids.shape
@@ -769,8 +758,7 @@ class GDNHybrid(nn.Module):
             bos = (ids == BOS_ID).float()
             doc = bos.cumsum(1).int()
         return {"doc": doc, "bos": bos, "mask": attention_mask(B, T, self.cfg["swa_window"], doc, ids.device),
-                "rope": rotary_tables(T, self.attn.head_dim, self.attn.rope_base, ids.device),
-                "ve": self.value_proj(self.value_embed(ids)) if hasattr(self, "value_embed") else None}
+                "rope": rotary_tables(T, self.attn.head_dim, self.attn.rope_base, ids.device)}
 
     def embed_inputs(self, ids: Tensor, ctx: dict) -> Tensor:
         x = rms_norm(self.embed(ids))
@@ -868,21 +856,20 @@ class Muon(torch.optim.Optimizer):
 
 
 MATRIX_MIN_SIDE = 64  # narrower 2-D weights are gates and conv taps: Adam trains them, fp16 keeps them
-EMBEDDINGS = ("embed.weight", "value_embed.weight")  # token tables: Adam at EMBED_LR, rounded at EMBED_BITS
 
 
 def is_matrix(name: str, p: Tensor) -> bool:
     """Weights that Muon trains and GPTQ quantizes: the blocks' and attention's large projections."""
-    return p.ndim == 2 and min(p.shape) >= MATRIX_MIN_SIDE and name not in EMBEDDINGS
+    return p.ndim == 2 and min(p.shape) >= MATRIX_MIN_SIDE and name != "embed.weight"
 
 
 def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
     named = list(model.named_parameters())
     matrices = [p for n, p in named if is_matrix(n, p)]
-    scalars = [p for n, p in named if not is_matrix(n, p) and n not in EMBEDDINGS]
+    scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
     adam = dict(betas=(args.beta1, args.beta2), eps=1e-8, fused=torch.cuda.is_available())
     opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd),
-            torch.optim.Adam([p for n, p in named if n in EMBEDDINGS], lr=args.embed_lr, **adam),
+            torch.optim.Adam([model.embed.weight], lr=args.embed_lr, **adam),
             torch.optim.Adam(scalars, lr=args.scalar_lr, **adam)]
     for opt in opts:
         for group in opt.param_groups:
@@ -1088,7 +1075,7 @@ def calibrate(model: nn.Module, args) -> dict[str, Tensor]:
 
 
 def weight_group(name: str) -> str:
-    return "embed" if name in EMBEDDINGS else "mlp" if ".mlp." in name else "attn" if name.startswith(
+    return "embed" if name == "embed.weight" else "mlp" if ".mlp." in name else "attn" if name.startswith(
         "attn.") else "gdn"
 
 
@@ -1142,7 +1129,7 @@ def quant_plan(model: nn.Module, hessians: dict[str, Tensor], args) -> dict[str,
                 raise RuntimeError(f"no calibration statistics for {name}: its forward hook never ran")
             plan[name] = (weight_group(name), *gptq_prepare(p, hessians[name], args.gptq_damp))
         else:
-            plan[name] = ("embed" if name in EMBEDDINGS else None, p, None)
+            plan[name] = ("embed" if name == "embed.weight" else None, p, None)
     return plan
 
 

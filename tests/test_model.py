@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt
-from conftest import PLAIN_INPUTS, VALUE_EMBED, TINY_MODEL, tiny_model
+from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_model
 from scripts.common import recurrence_fp64
 
 in_triton_interpreter = pytest.mark.skipif(
@@ -281,7 +281,7 @@ def test_flex_attention_with_the_document_block_mask_matches_create_block_mask()
     assert diff.abs().max() < 1e-2  # not bitwise: the two masks may list a row's blocks in another order
 
 
-@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS, VALUE_EMBED])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_is_causal(features):
     model = tiny_model(**features)
     ids = torch.randint(4, 64, (2, 40))
@@ -292,7 +292,7 @@ def test_model_is_causal(features):
     assert (a[:, :25] - b[:, :25]).abs().max() < 1e-4 and not torch.allclose(a[:, 25:], b[:, 25:])
 
 
-@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS, VALUE_EMBED])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_outputs_never_cross_a_bos_token(features):
     model = tiny_model(**features)
     ids = torch.randint(4, 64, (1, 48))
@@ -305,7 +305,7 @@ def test_model_outputs_never_cross_a_bos_token(features):
     assert (a[0, 20:] - b[0, 20:]).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS, VALUE_EMBED])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_without_doc_reset_context_flows_across_bos(features):
     model = tiny_model(doc_reset=0, **features)
     ids = torch.randint(4, 64, (1, 48))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train_gpt
-from conftest import PLAIN_INPUTS, VALUE_EMBED, TINY_MODEL, tiny_args
+from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_args
 
 
 def make_loader(args):
@@ -76,7 +76,7 @@ def test_muon_split_over_three_ranks_matches_one_process(tmp_path):
             assert torch.allclose(p, q, atol=1e-6)
 
 
-@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS, VALUE_EMBED])
+@pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_parameter_groups_cover_every_parameter_once(features):
     model = fresh_model(**features)
     opts = train_gpt.build_optimizers(model, tiny_args(Path(".")))
@@ -84,8 +84,6 @@ def test_parameter_groups_cover_every_parameter_once(features):
     assert len(groups) == len({id(p) for p in groups}) == len(list(model.parameters()))
     muon = opts[0].param_groups[0]["params"]
     assert all(p.ndim == 2 and min(p.shape) >= 64 for p in muon) and id(model.attn.q.weight) in map(id, muon)
-    tables = [n for n, p in model.named_parameters() if id(p) in map(id, opts[1].param_groups[0]["params"])]
-    assert tables == [n for n in train_gpt.EMBEDDINGS if n in dict(model.named_parameters())]
 
 
 def test_schedule_warms_up_then_decays_to_zero_at_the_time_budget():
