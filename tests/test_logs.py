@@ -1,6 +1,8 @@
 """The log readers (scripts/common.py and the scripts built on it) on hand-written lines in the formats of
 train_gpt.py, the challenge baseline and its rescoring."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -49,8 +51,22 @@ def test_table_puts_both_runs_on_one_metric(tmp_path, capsys):
     compare_table.main(str(tmp_path), *(str(tmp_path / n) for n in ("b.log", "m.log", "o.log")))
     out = capsys.readouterr().out
     assert "10        10,000   0.50" in out and "20        40,000   2.00" in out
-    assert "ours - baseline, post-quantization, our metric: -0.04000 bpb" in out
+    assert "ours, seed 1337 - baseline, post-quantization, our metric: -0.04000 bpb" in out and "mean of" not in out
     assert "baseline's own val_loss 2.51000, ours over the same disjoint windows 2.51001" in out
+
+
+def test_table_gives_each_seed_a_row_and_their_mean_against_the_baseline(tmp_path, capsys):
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.zeros(20_000, dtype=np.int64))
+    adapted = OURS + "final_score_first_ttt val_loss:2.40000000 val_bpb:1.44000000 tokens:10 bytes:30 eval_time:4s\n"
+    second = "env_overrides: RUN_ID=x SEED=1338\n" + OURS.replace("val_bpb:1.45000000", "val_bpb:1.46000000")
+    for name, text in (("b.log", BASELINE), ("m.log", RESCORED), ("o1.log", adapted), ("o2.log", second)):
+        (tmp_path / name).write_text(text)
+    compare_table.main(str(tmp_path), *(str(tmp_path / n) for n in ("b.log", "m.log", "o1.log", "o2.log")))
+    out = capsys.readouterr().out
+    assert re.search(r"seed 1337 .* 1\.44000 +1\.44000 +1\.45000 ", out)  # the adapted score, then the fixed one
+    assert "ours, seed 1337 - baseline, post-quantization, our metric: -0.05000 bpb" in out
+    assert "ours, seed 1338 - baseline, post-quantization, our metric: -0.03000 bpb" in out
+    assert "mean of 2 of ours - baseline: -0.04000 bpb" in out
 
 
 def test_an_unfinished_log_or_a_missing_proxy_is_a_clear_error(tmp_path):

@@ -4,13 +4,16 @@
 # scripts/bench/baseline_proxy.sh). Extra ENV=VALUE arguments go to our run only.
 #   DATA=/tmp/proxy SECONDS_BUDGET=150 bash scripts/bench/compare_proxy.sh all [ENV=VALUE ...]
 # `baseline` and `ours` also run one at a time, one after the other on the same machine with OUT pointing at
-# the same folder; the second prints the table. Ours spends minutes beyond its training seconds on the compile
-# warm-up, the pre-quantization evaluation, calibration, the quantization ladder and the final evaluation
-# (measured times: notes/baseline_comparison.md).
+# the same folder; each `ours` (one per seed: `ours SEED=1338`) logs as cmp_ours_s<seed> and prints the table
+# of the baseline and every seed of ours in that folder, with their mean (`table` prints it alone). Ours spends
+# minutes beyond its training seconds on the compile warm-up, the pre-quantization evaluation, calibration, the
+# fit to the cap, the final evaluation and its adaptation (measured times: notes/baseline_comparison.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-what=${1:?usage: compare_proxy.sh all|baseline|ours [ENV=VALUE ...]}
+usage="usage: compare_proxy.sh all|baseline|ours|table [ENV=VALUE ...] (table: only print the runs in OUT)"
+what=${1:?$usage}
 shift
+[[ $what =~ ^(all|baseline|ours|table)$ ]] || { echo "$usage" >&2; exit 2; }
 export DATA=${DATA:-/tmp/proxy} SECONDS_BUDGET=${SECONDS_BUDGET:-150}
 OUTDIR=$(realpath -m "${OUT:-logs}")
 mkdir -p "$OUTDIR"
@@ -19,10 +22,14 @@ if [[ $what == all || $what == baseline ]]; then
   DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model python3 scripts/bench/score_baseline.py .baseline/train_gpt.py \
     .baseline/run/final_model.int8.ptz "$OUTDIR/cmp_baseline.log" 2>&1 | tee "$OUTDIR/cmp_baseline_ours_metric.log"
 fi
+seed=1337
+for kv in "$@"; do [[ $kv == SEED=* ]] && seed=${kv#SEED=}; done
 if [[ $what == all || $what == ours ]]; then
-  OUT=$OUTDIR RUN_ID=cmp_ours bash scripts/tools/proxy_train.sh "$@"
+  OUT=$OUTDIR RUN_ID=cmp_ours_s$seed bash scripts/tools/proxy_train.sh "$@"
 fi
-logs=("$OUTDIR/cmp_baseline.log" "$OUTDIR/cmp_baseline_ours_metric.log" "$OUTDIR/cmp_ours.log")
-if [[ -f ${logs[0]} && -f ${logs[2]} ]]; then
-  python3 scripts/bench/compare_table.py "$DATA" "${logs[@]}" | tee "$OUTDIR/compare_table.txt"
+shopt -s nullglob
+ours=("$OUTDIR"/cmp_ours_s*.log)
+if [[ -f $OUTDIR/cmp_baseline.log && ${#ours[@]} -gt 0 ]]; then
+  python3 scripts/bench/compare_table.py "$DATA" "$OUTDIR/cmp_baseline.log" "$OUTDIR/cmp_baseline_ours_metric.log" \
+    "${ours[@]}" | tee "$OUTDIR/compare_table.txt"
 fi
