@@ -81,3 +81,15 @@ def test_launch_sources_names_the_op_its_callers_and_shapes_per_kernel():
     assert sources == {"add_kernel": [(("aten::add < autograd::engine::evaluate_function: CompiledFunctionBackward "
                                         "< backward", "[[4, 8], [4, 8]]"), 3), (("aten::add", "[[2], [2]]"), 1)],
                        "absent": []}
+
+
+def test_muon_ops_counts_at_least_the_products_of_every_stack(monkeypatch, capsys):
+    """Tiny model, on the CPU: 4 same-shape stacks of projections, each 5 Newton-Schulz iterations of 3 products."""
+    from scripts.bench import muon_ops
+    for key, value in {"VOCAB_SIZE": "64", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
+                       "GDN_PER_GROUP": "1", "MLP_MULT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    muon_ops.main(["--code", str(ROOT / "train_gpt.py")])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{ROOT / 'train_gpt.py'}: ") and "operations in one Muon step" in line
+    assert int(line.split(": ")[1].split()[0]) >= 4 * 5 * 3
