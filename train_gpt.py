@@ -826,6 +826,8 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr, momentum, ns_steps, weight_decay):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
+        for p in self.param_groups[0]["params"]:  # made once, not in every step
+            self.state[p]["momentum"] = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(self):
@@ -842,7 +844,7 @@ class Muon(torch.optim.Optimizer):
                 if not mine:
                     continue
                 grads = [params[i].grad for i in mine]
-                bufs = [self.state[params[i]].setdefault("momentum", torch.zeros_like(g)) for i, g in zip(mine, grads)]
+                bufs = [self.state[params[i]]["momentum"] for i in mine]
                 torch._foreach_mul_(bufs, m)
                 torch._foreach_add_(bufs, grads)
                 update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
