@@ -1,11 +1,14 @@
 """The log readers (scripts/common.py and the scripts built on it) on hand-written lines in the formats of
 train_gpt.py, the challenge baseline and its rescoring."""
 
+import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from scripts.bench import compare_table
 from scripts.tools import summarize_logs
 from shards import write_shard
@@ -74,3 +77,19 @@ def test_an_unfinished_log_or_a_missing_proxy_is_a_clear_error(tmp_path):
         compare_table.train_tokens(str(tmp_path))
     with pytest.raises(ValueError, match="did the run finish"):
         compare_table.ours_row(OURS.replace("final_quantized", "x"))
+
+
+def test_compare_proxy_tables_every_seed_in_the_folder_and_refuses_an_unknown_mode(tmp_path):
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.zeros(20_000, dtype=np.int64))
+    second = "env_overrides: SEED=1338\n" + OURS.replace("val_bpb:1.45000000", "val_bpb:1.46000000")
+    for name, text in (("cmp_baseline.log", BASELINE), ("cmp_baseline_ours_metric.log", RESCORED),
+                       ("cmp_ours_s1337.log", OURS), ("cmp_ours_s1338.log", second)):
+        (tmp_path / name).write_text(text)
+    env = dict(os.environ, OUT=str(tmp_path), DATA=str(tmp_path))
+    script = str(ROOT / "scripts" / "bench" / "compare_proxy.sh")
+    run = subprocess.run(["bash", script, "table"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "seed 1337 - baseline" in run.stdout and "seed 1338 - baseline" in run.stdout
+    assert "mean of 2 of ours - baseline: -0.03500 bpb" in (tmp_path / "compare_table.txt").read_text()
+    wrong = subprocess.run(["bash", script, "tabel"], env=env, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "usage: compare_proxy.sh all|baseline|ours|table" in wrong.stderr
