@@ -25,13 +25,14 @@ NOT_KERNELS = {"aten::" + op for op in (
     "empty_like", "empty_strided")}
 
 
-def muon_ops(code: str) -> Counter:
+def muon_ops(code: str, version: int) -> Counter:
     """The outermost aten operations of the second Muon step (the first creates what later steps reuse)."""
-    tg = load_module(code, f"muon_ops_{abs(hash(code))}")
+    tg = load_module(code, f"train_gpt_v{version}")
     torch.manual_seed(0)
-    model = tg.GDNHybrid(tg.Hyperparameters().model_config())
-    matrices = [p for n, p in model.named_parameters() if tg.is_matrix(n, p)]
-    opt = tg.Muon(matrices, 0.03, 0.95, 5, 0.04)
+    args = tg.Hyperparameters()
+    model = tg.GDNHybrid(args.model_config())
+    opt = tg.build_optimizers(model, args)[0]  # train_gpt's Muon over the projections, at its settings
+    matrices = opt.param_groups[0]["params"]
     for _ in range(2):
         for p in matrices:
             p.grad = torch.randn_like(p)
@@ -45,8 +46,8 @@ def muon_ops(code: str) -> Counter:
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"))
-    for code in cli.parse_args(argv).code.split(","):
-        ops = muon_ops(code)
+    for version, code in enumerate(cli.parse_args(argv).code.split(",")):
+        ops = muon_ops(code, version)
         common = ", ".join(f"{name[6:]} {n}" for name, n in ops.most_common(8))
         print(f"{code}: {sum(ops.values())} operations in one Muon step ({common})")
 
