@@ -808,21 +808,24 @@ def build_model(args, device) -> GDNHybrid:
 # Muon for the projections, Adam for the rest, and the weights' EMA.
 
 def newton_schulz(G: Tensor, steps: int) -> Tensor:
-    """Nearly orthogonalises each matrix of a [N, m, n] stack (Muon's quintic), one batched product a term."""
+    """Nearly orthogonalises each matrix of a [N, m, n] stack (or one matrix) by Muon's quintic: an iteration is
+    three batched products, the sums taken inside them (baddbmm), so few launches."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16() if G.is_cuda else G.float()
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     tall = X.size(-2) > X.size(-1)
     X = X.mT if tall else X
+    X = X.reshape(-1, *X.shape[-2:])  # baddbmm takes stacks only
     for _ in range(steps):
         A = X @ X.mT
-        X = a * X + (b * A + c * A @ A) @ X
+        X = torch.baddbmm(X, torch.baddbmm(A, A, A, beta=b, alpha=c), X, beta=a)
+    X = X.reshape(*G.shape[:-2], *X.shape[-2:])
     return X.mT if tall else X
 
 
 class Muon(torch.optim.Optimizer):
-    """Nesterov momentum, orthogonalised per matrix in same-shape stacks; ranks split each stack and
-    all-reduce the updates."""
+    """Nesterov momentum, orthogonalised per matrix in same-shape stacks; each rank takes a contiguous share of
+    every stack, and the updates, laid out stack by stack in one flat buffer, are all-reduced."""
 
     def __init__(self, params, lr, momentum, ns_steps, weight_decay):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
@@ -833,28 +836,30 @@ class Muon(torch.optim.Optimizer):
     def step(self):
         rank, world = rank_and_world()
         for group in self.param_groups:
-            params, m = group["params"], group["momentum"]
+            m, stacks = group["momentum"], {}
+            for p in group["params"]:
+                stacks.setdefault(p.shape, []).append(p)
+            params = [p for stack in stacks.values() for p in stack]
             flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
-            views = list(flat.split([p.numel() for p in params]))
-            stacks = {}
-            for i, p in enumerate(params):
-                stacks.setdefault(p.shape, []).append(i)
-            for shape, index in stacks.items():
-                mine = index[rank::world]
-                if not mine:
-                    continue
-                grads = [params[i].grad for i in mine]
-                bufs = [self.state[params[i]]["momentum"] for i in mine]
-                torch._foreach_mul_(bufs, m)
-                torch._foreach_add_(bufs, grads)
-                update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
-                update = update.float() * max(1, shape[0] / shape[1]) ** 0.5
-                for i, u in zip(mine, update):
-                    views[i].copy_(u.flatten())
+            start = 0
+            for shape, stack in stacks.items():
+                lo, hi = rank * len(stack) // world, (rank + 1) * len(stack) // world
+                if hi > lo:
+                    grads = [p.grad for p in stack[lo:hi]]
+                    bufs = [self.state[p]["momentum"] for p in stack[lo:hi]]
+                    torch._foreach_mul_(bufs, m)
+                    torch._foreach_add_(bufs, grads)
+                    update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
+                    mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
+                    mine.copy_(update)
+                    if shape[0] > shape[1]:
+                        mine.mul_((shape[0] / shape[1]) ** 0.5)
+                start += len(stack) * shape.numel()
             if world > 1:
                 dist.all_reduce(flat)
+            updates = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            torch._foreach_add_(params, [v.view_as(p) for v, p in zip(views, params)], alpha=-group["lr"])
+            torch._foreach_add_(params, updates, alpha=-group["lr"])
 
 
 MATRIX_MIN_SIDE = 64  # narrower 2-D weights are gates and conv taps: Adam trains them, fp16 keeps them
