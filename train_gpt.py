@@ -97,6 +97,7 @@ class Hyperparameters:
     num_kv_heads = 2
     gdn_per_group = 5
     mlp_mult = 3
+    mlp_neg_slope = 0.0  # trial: leaky relu^2, the negative side's slope (0: relu^2, in the fused kernels)
     conv_size = 4
     swa_window = 2048  # = the sequence: full causal attention
     doc_reset = 1
@@ -134,7 +135,7 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
+                  "mlp_neg_slope", "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
                   "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
@@ -706,15 +707,17 @@ class ReluSquaredMLP(torch.autograd.Function):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim, mult):
+    def __init__(self, dim, mult, neg_slope=0.0):
         super().__init__()
         self.fc = CastedLinear(dim, mult * dim)
         self.proj = CastedLinear(mult * dim, dim, zero_init=True)
+        self.neg_slope = neg_slope
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.is_cuda and torch.is_grad_enabled():  # evaluation and GPTQ's input hooks take the modules' path
+        # evaluation and GPTQ's input hooks take the modules' path; the fused kernels know relu^2 only
+        if x.is_cuda and torch.is_grad_enabled() and not self.neg_slope:
             return ReluSquaredMLP.apply(x, self.fc.weight.to(x.dtype), self.proj.weight.to(x.dtype))
-        return self.proj(F.relu(self.fc(x)).square())
+        return self.proj(F.leaky_relu(self.fc(x), self.neg_slope).square())
 
 
 # -- block and hybrid
@@ -722,9 +725,9 @@ class Block(nn.Module):
     """Pre-norm residual block; SWA blocks borrow the model's one attention. With x0_mix each block first adds
     back a learned share (zero at first) of the input embedding."""
 
-    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int):
+    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int, mlp_neg_slope: float):
         super().__init__()
-        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult)
+        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult, mlp_neg_slope)
         self.mix_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
         self.x0_scale = nn.Parameter(torch.zeros(dim)) if x0_mix else None
@@ -747,7 +750,8 @@ class GDNHybrid(nn.Module):
         gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
-        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"])
+        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"],
+                                          cfg["mlp_neg_slope"])
                                     for kind in self.layout)
         self.smear = nn.Parameter(torch.zeros(d)) if cfg["smear"] else None
 

@@ -187,6 +187,18 @@ def test_relu_squared_mlp_gradients_in_the_interpreter():
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
 
 
+def test_mlp_neg_slope_squares_a_leaky_relu_in_every_block():
+    model = train_gpt.GDNHybrid({**TINY_MODEL, "mlp_neg_slope": 0.5})
+    mlp = model.blocks[0].mlp
+    torch.nn.init.normal_(mlp.proj.weight, std=0.1)  # zero-initialised: nothing to compare
+    x = torch.randn(3, TINY_MODEL["model_dim"], generator=torch.Generator().manual_seed(0))
+    h = x @ mlp.fc.weight.t()
+    assert (h < 0).any() and {b.mlp.neg_slope for b in model.blocks} == {0.5}
+    torch.testing.assert_close(mlp(x), torch.where(h > 0, h, 0.5 * h).square() @ mlp.proj.weight.t())
+    mlp.neg_slope = 0.0
+    torch.testing.assert_close(mlp(x), h.relu().square() @ mlp.proj.weight.t())
+
+
 @on_gpu_with_triton
 @pytest.mark.parametrize("shape, dim", [((48, 2048), 512), ((3, 100), 64)])  # the second is no multiple of a tile
 def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
