@@ -103,10 +103,12 @@ class Hyperparameters:
     doc_reset = 1
     smear = 1
     x0_mix = 1
+    ln_scale = 0  # trial: block i's normed inputs scaled by 1/sqrt(i + 1)
     rope_base = 10000.0
     qk_gain_init = 1.5
     logit_softcap = 30.0
     tied_embed_init_std = 0.005
+    ortho_init = 0  # trial: the projections that do not start at zero start (semi-)orthogonal
     # optimizer
     matrix_lr = 0.03
     muon_wd = 0.04
@@ -135,7 +137,7 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "mlp_neg_slope", "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
+                  "mlp_neg_slope", "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "ln_scale", "rope_base",
                   "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
@@ -723,11 +725,12 @@ class MLP(nn.Module):
 # -- block and hybrid
 class Block(nn.Module):
     """Pre-norm residual block; SWA blocks borrow the model's one attention. With x0_mix each block first adds
-    back a learned share (zero at first) of the input embedding."""
+    back a learned share (zero at first) of the input embedding; norm_scale multiplies both normed inputs."""
 
-    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int, mlp_neg_slope: float):
+    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int, mlp_neg_slope: float,
+                 norm_scale: float):
         super().__init__()
-        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult, mlp_neg_slope)
+        self.mixer, self.mlp, self.norm_scale = mixer, MLP(dim, mlp_mult, mlp_neg_slope), norm_scale
         self.mix_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
         self.x0_scale = nn.Parameter(torch.zeros(dim)) if x0_mix else None
@@ -735,8 +738,11 @@ class Block(nn.Module):
     def forward(self, x: Tensor, ctx: dict, mixer: nn.Module) -> Tensor:
         if self.x0_scale is not None:
             x = x + self.x0_scale.to(x.dtype) * ctx["x0"]
-        x = x + self.mix_scale.to(x.dtype) * mixer(rms_norm(x), ctx)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        x = x + self.mix_scale.to(x.dtype) * mixer(self.normed(x), ctx)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.normed(x))
+
+    def normed(self, x: Tensor) -> Tensor:
+        return rms_norm(x) * self.norm_scale if self.norm_scale != 1 else rms_norm(x)
 
 
 class GDNHybrid(nn.Module):
@@ -751,8 +757,8 @@ class GDNHybrid(nn.Module):
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
         self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"],
-                                          cfg["mlp_neg_slope"])
-                                    for kind in self.layout)
+                                          cfg["mlp_neg_slope"], (i + 1) ** -0.5 if cfg["ln_scale"] else 1.0)
+                                    for i, kind in enumerate(self.layout))
         self.smear = nn.Parameter(torch.zeros(d)) if cfg["smear"] else None
 
     def context(self, ids: Tensor) -> dict:
@@ -798,9 +804,18 @@ class GDNHybrid(nn.Module):
         return self.nll(self.hidden(ids), targets)
 
 
+def orthogonal_init(model: nn.Module):
+    """Each matrix Muon trains starts (semi-)orthogonal; those that start at zero stay at zero."""
+    for name, p in model.named_parameters():
+        if is_matrix(name, p) and p.any():
+            nn.init.orthogonal_(p)
+
+
 def build_model(args, device) -> GDNHybrid:
     """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling them is slower)."""
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
+    if args.ortho_init:
+        orthogonal_init(model)
     if device.type == "cuda":
         for block in model.blocks:
             block.compile()

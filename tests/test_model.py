@@ -187,6 +187,32 @@ def test_relu_squared_mlp_gradients_in_the_interpreter():
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
 
 
+def test_ln_scale_shrinks_each_blocks_normed_inputs_by_its_depth():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, TINY_MODEL["model_dim"])
+    blocks = train_gpt.GDNHybrid({**TINY_MODEL, "ln_scale": 1}).blocks
+    assert [b.norm_scale for b in blocks] == [(i + 1) ** -0.5 for i in range(len(blocks))]
+    torch.testing.assert_close(blocks[3].normed(x), train_gpt.rms_norm(x) / 2)
+    assert {b.norm_scale for b in train_gpt.GDNHybrid(TINY_MODEL).blocks} == {1.0}
+
+
+def test_ortho_init_starts_the_projections_orthogonal_and_keeps_zero_ones_at_zero():
+    torch.manual_seed(0)
+    model = train_gpt.GDNHybrid(TINY_MODEL)
+    train_gpt.orthogonal_init(model)
+    seen = 0
+    for name, p in model.named_parameters():
+        if not train_gpt.is_matrix(name, p):
+            continue
+        if name.endswith(("out.weight", "proj.weight")):
+            assert not p.any(), name  # zero-initialised outputs: each block starts as the identity
+            continue
+        w = p if p.size(0) <= p.size(1) else p.t()  # rows orthonormal on the short side
+        torch.testing.assert_close(w @ w.t(), torch.eye(w.size(0)), atol=1e-5, rtol=0)
+        seen += 1
+    assert seen >= 4  # qkv, gate, the attention's q and kv, the MLPs' fc
+
+
 def test_mlp_neg_slope_squares_a_leaky_relu_in_every_block():
     model = train_gpt.GDNHybrid({**TINY_MODEL, "mlp_neg_slope": 0.5})
     mlp = model.blocks[0].mlp
