@@ -99,6 +99,7 @@ class Hyperparameters:
     mlp_mult = 3
     mlp_neg_slope = 0.0  # trial: leaky relu^2, the negative side's slope (0: relu^2, in the fused kernels)
     conv_size = 4
+    gdn_neg_eigval = 0  # trial: 1 lets beta reach 2 (the state transition's eigenvalue 1 - beta down to -1)
     swa_window = 2048  # = the sequence: full causal attention
     doc_reset = 1
     smear = 1
@@ -137,8 +138,8 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "mlp_neg_slope", "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "ln_scale", "rope_base",
-                  "qk_gain_init", "logit_softcap")
+                  "mlp_neg_slope", "conv_size", "gdn_neg_eigval", "swa_window", "doc_reset", "smear", "x0_mix",
+                  "ln_scale", "rope_base", "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
                 "eval_seq_len", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_seq_len", "ttt_batch_seqs", "calib_seqs",
@@ -540,9 +541,9 @@ def conv_qkv(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> tuple
 
 # -- Gated DeltaNet: the layer
 class GatedDeltaNet(nn.Module):
-    def __init__(self, dim, heads, conv_size):
+    def __init__(self, dim, heads, conv_size, neg_eigval=0):
         super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
+        self.heads, self.head_dim, self.beta_max = heads, dim // heads, 2.0 if neg_eigval else 1.0
         self.qkv = CastedLinear(dim, 3 * dim)
         self.conv = nn.Parameter(torch.zeros(3 * dim, conv_size))
         self.conv.data[:, -1] = 1.0
@@ -563,7 +564,7 @@ class GatedDeltaNet(nn.Module):
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
-        beta = b.sigmoid().to(qkv.dtype)
+        beta = (self.beta_max * b.sigmoid()).to(qkv.dtype)
         o = gated_delta_rule(*conv_qkv(qkv, self.conv, ctx["doc"], self.heads), g, beta)
         return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
 
@@ -753,7 +754,7 @@ class GDNHybrid(nn.Module):
         nn.init.normal_(self.embed.weight, std=cfg.get("tied_embed_init_std", 0.005))
         self.attn = SlidingWindowAttention(d, cfg["num_heads"], cfg["num_kv_heads"], cfg["rope_base"],
                                            cfg["qk_gain_init"])
-        gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
+        gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"], cfg["gdn_neg_eigval"])  # noqa: E731
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
         self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"],

@@ -187,6 +187,17 @@ def test_relu_squared_mlp_gradients_in_the_interpreter():
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
 
 
+@pytest.mark.parametrize("neg_eigval, beta_max", [(0, 1.0), (1, 2.0)])
+def test_gdn_neg_eigval_lets_beta_reach_two(monkeypatch, neg_eigval, beta_max):
+    seen, real = [], train_gpt.gated_delta_rule
+    monkeypatch.setattr(train_gpt, "gated_delta_rule", lambda *qkvgb: seen.append(qkvgb[-1]) or real(*qkvgb))
+    torch.manual_seed(0)
+    layer = train_gpt.GatedDeltaNet(64, 2, 4, neg_eigval)
+    torch.nn.init.normal_(layer.beta_decay.weight, std=0.3)  # logits of a few units: beta near its bounds
+    layer(torch.randn(2, 16, 64), {"doc": None, "bos": None})
+    assert 0 < seen[0].min() and 0.9 * beta_max < seen[0].max() < beta_max
+
+
 def test_ln_scale_shrinks_each_blocks_normed_inputs_by_its_depth():
     torch.manual_seed(0)
     x = torch.randn(2, 8, TINY_MODEL["model_dim"])
