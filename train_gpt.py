@@ -77,6 +77,7 @@ class Hyperparameters:
     compile_warmup_steps = 3
     lr_warmup_steps = 20
     warmdown_frac = 0.4
+    short_seq_frac = 0.0  # trial: the budget's first fraction trains at half TRAIN_SEQ_LEN, the batch's tokens kept
     train_log_every = 50
     # evaluation
     eval_seq_len = 2048
@@ -161,6 +162,8 @@ class Hyperparameters:
         if self.ttt_epochs and self.ttt_seq_len > chunk > 0:
             bad.append(f"TTT_SEQ_LEN={self.ttt_seq_len} is longer than a chunk's {self.ttt_chunk_tokens} tokens "
                        f"(whole EVAL_STRIDEs): adaptation would train on nothing; lower it or raise TTT_CHUNK_TOKENS")
+        if self.short_seq_frac > 0 and self.train_seq_len % 2:
+            bad.append(f"SHORT_SEQ_FRAC needs an even TRAIN_SEQ_LEN, not {self.train_seq_len}")
         if bad:
             raise ValueError("; ".join(bad) + " (README.md's settings table)")
 
@@ -819,7 +822,7 @@ def build_model(args, device) -> GDNHybrid:
         orthogonal_init(model)
     if device.type == "cuda":
         for block in model.blocks:
-            block.compile()
+            block.compile(dynamic=False)  # a second training shape (SHORT_SEQ_FRAC) gets its own static kernels
         model.embed_inputs = torch.compile(model.embed_inputs, dynamic=False)
         model.nll = torch.compile(model.nll, dynamic=False)
     return model
@@ -938,19 +941,26 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def progress(step: int, elapsed: float, args: Hyperparameters) -> float:
+    """The share of the budget spent: of the steps, or of the seconds where they run out first."""
+    done = step / args.iterations
+    return max(done, elapsed / args.max_wallclock_seconds) if args.max_wallclock_seconds > 0 else done
+
+
 def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
     """Linear warm-up by steps; linear warm-down over the last WARMDOWN_FRAC of the time (or step) budget."""
     warm = min(1.0, (step + 1) / args.lr_warmup_steps) if args.lr_warmup_steps > 0 else 1.0
-    progress = step / args.iterations
-    if args.max_wallclock_seconds > 0:
-        progress = max(progress, elapsed / args.max_wallclock_seconds)
-    return warm * max(0.0, min(1.0, (1 - progress) / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
+    left = 1 - progress(step, elapsed, args)
+    return warm * max(0.0, min(1.0, left / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
 
 
-def train_step(model, loader, accum: int, device) -> Tensor:
+def train_step(model, loader, accum: int, device, short: bool = False) -> Tensor:
+    """One optimizer step's forward and backward; short: each sequence split in two halves."""
     total = torch.zeros((), device=device)
     for micro in range(accum):
         x, y = loader.next_batch()
+        if short:
+            x, y = x.view(-1, x.size(1) // 2), y.view(-1, y.size(1) // 2)
         if isinstance(model, DDP):
             model.require_backward_grad_sync = micro == accum - 1
         with autocast(device):
@@ -987,11 +997,12 @@ def set_schedule(optimizers: list, step: int, elapsed: float, args) -> float:
 
 
 def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int, device):
-    """Steps that compile the kernels for the training shapes, then undone."""
+    """Steps that compile the kernels for the training shapes (the short one first, where there is one), then
+    undone."""
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
     for i in range(args.compile_warmup_steps):
         t = time.perf_counter()
-        train_step(model, make_loader(), accum, device)
+        train_step(model, make_loader(), accum, device, short=args.short_seq_frac > 0 and i == 0)
         step_optimizers(optimizers)
         log(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s")
     base_model.load_state_dict(initial[0])
@@ -1011,7 +1022,7 @@ def train(args, base_model, model, make_loader, device) -> dict:
     t0 = time.perf_counter()
     while step < args.iterations:
         scale = set_schedule(optimizers, step, elapsed, args)
-        loss = train_step(model, loader, accum, device)
+        loss = train_step(model, loader, accum, device, progress(step, elapsed, args) < args.short_seq_frac)
         step_optimizers(optimizers)
         ema.update(base_model)
         step += 1

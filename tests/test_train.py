@@ -110,6 +110,18 @@ def test_compile_warmup_keeps_nothing(markov_data):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_short_seq_frac_halves_the_sequences_for_that_share_of_the_steps(markov_data):
+    args = tiny_args(markov_data, iterations=6, compile_warmup_steps=2, short_seq_frac=0.5)
+    model = fresh_model()
+    shapes = []
+    model.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
+    train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
+    short, full = (16, 32), (8, 64)  # 512 tokens a step either way
+    assert shapes == [short, full] + [short] * 3 + [full] * 3  # warm-up compiles both; steps 0-2 are before half
+    with pytest.raises(ValueError, match="even TRAIN_SEQ_LEN"):
+        tiny_args(markov_data, short_seq_frac=0.5, train_seq_len=63).check()
+
+
 def unigram_entropy(tokens: np.ndarray) -> float:
     p = np.bincount(tokens) / len(tokens)
     p = p[p > 0]
