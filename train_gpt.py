@@ -1017,12 +1017,15 @@ def train(args, base_model, model, make_loader, device) -> dict:
     accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
     compile_warmup(args, base_model, model, make_loader, optimizers, accum, device)
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
-    step, elapsed, why = 0, 0.0, "iterations"
+    step, elapsed, why, was_short = 0, 0.0, "iterations", False
     sync(device)
     t0 = time.perf_counter()
     while step < args.iterations:
         scale = set_schedule(optimizers, step, elapsed, args)
-        loss = train_step(model, loader, accum, device, progress(step, elapsed, args) < args.short_seq_frac)
+        short = progress(step, elapsed, args) < args.short_seq_frac
+        if short != was_short:
+            log(f"train_seq_len:{args.train_seq_len // 2 if short else args.train_seq_len} from step {step + 1}")
+        loss, was_short = train_step(model, loader, accum, device, short), short
         step_optimizers(optimizers)
         ema.update(base_model)
         step += 1
