@@ -997,14 +997,16 @@ def set_schedule(optimizers: list, step: int, elapsed: float, args) -> float:
 
 
 def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int, device):
-    """Steps that compile the kernels for the training shapes (the short one first, where there is one), then
-    undone."""
+    """COMPILE_WARMUP_STEPS steps at each training shape (the short one first, where there is one), which
+    compile their kernels, then undone."""
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
-    for i in range(args.compile_warmup_steps):
+    shapes = ([True] if args.short_seq_frac > 0 else []) + [False]
+    steps = [short for short in shapes for _ in range(args.compile_warmup_steps)]
+    for i, short in enumerate(steps):
         t = time.perf_counter()
-        train_step(model, make_loader(), accum, device, short=args.short_seq_frac > 0 and i == 0)
+        train_step(model, make_loader(), accum, device, short)
         step_optimizers(optimizers)
-        log(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s")
+        log(f"compile_warmup_step:{i + 1}/{len(steps)} time:{time.perf_counter() - t:.1f}s")
     base_model.load_state_dict(initial[0])
     for opt, state in zip(optimizers, initial[1]):
         opt.load_state_dict(state)
