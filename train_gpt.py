@@ -852,37 +852,36 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr, momentum, ns_steps, weight_decay):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-        for p in self.param_groups[0]["params"]:  # made once, not in every step
+        self.stacks = {}  # the matrices by shape and their momentum buffers: made once, not in every step
+        for p in self.param_groups[0]["params"]:
+            self.stacks.setdefault(p.shape, []).append(p)
             self.state[p]["momentum"] = torch.zeros_like(p)
 
     @torch.no_grad()
-    def step(self):
-        rank, world = rank_and_world()
-        for group in self.param_groups:
-            m, stacks = group["momentum"], {}
-            for p in group["params"]:
-                stacks.setdefault(p.shape, []).append(p)
-            params = [p for stack in stacks.values() for p in stack]
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
-            start = 0
-            for shape, stack in stacks.items():
-                lo, hi = rank * len(stack) // world, (rank + 1) * len(stack) // world
-                if hi > lo:
-                    grads = [p.grad for p in stack[lo:hi]]
-                    bufs = [self.state[p]["momentum"] for p in stack[lo:hi]]
-                    torch._foreach_mul_(bufs, m)
-                    torch._foreach_add_(bufs, grads)
-                    update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
-                    mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
-                    mine.copy_(update)
-                    if shape[0] > shape[1]:
-                        mine.mul_((shape[0] / shape[1]) ** 0.5)
-                start += len(stack) * shape.numel()
-            if world > 1:
-                dist.all_reduce(flat)
-            updates = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
-            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            torch._foreach_add_(params, updates, alpha=-group["lr"])
+    def step(self):  # one group: the matrices
+        (rank, world), group = rank_and_world(), self.param_groups[0]
+        m, stacks = group["momentum"], self.stacks
+        params = [p for stack in stacks.values() for p in stack]
+        flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
+        start = 0
+        for shape, stack in stacks.items():
+            lo, hi = rank * len(stack) // world, (rank + 1) * len(stack) // world
+            if hi > lo:
+                grads = [p.grad for p in stack[lo:hi]]
+                bufs = [self.state[p]["momentum"] for p in stack[lo:hi]]
+                torch._foreach_mul_(bufs, m)
+                torch._foreach_add_(bufs, grads)
+                update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
+                mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
+                mine.copy_(update)
+                if shape[0] > shape[1]:
+                    mine.mul_((shape[0] / shape[1]) ** 0.5)
+            start += len(stack) * shape.numel()
+        if world > 1:
+            dist.all_reduce(flat)
+        updates = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
+        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        torch._foreach_add_(params, updates, alpha=-group["lr"])
 
 
 MATRIX_MIN_SIDE = 64  # narrower 2-D weights are gates and conv taps: Adam trains them, fp16 keeps them
