@@ -66,6 +66,9 @@ def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
 def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False) -> dict:
     if key not in trained:
         print(f"=== trial: {text} (training)", flush=True)
+        # each variant compiles afresh: a switch that recompiles every block would otherwise use up dynamo's
+        # recompile limit and leave the next variants' blocks running uncompiled
+        torch._dynamo.reset()
         model, stats = train_variant(args, device, train_tokens)
         quantized = quantized_copy(model, args, device) if quant else None
         trained[key] = model, stats, quantized
