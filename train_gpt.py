@@ -100,12 +100,10 @@ class Hyperparameters:
     mlp_mult = 3
     mlp_neg_slope = 0.0  # trial: leaky relu^2, the negative side's slope (0: relu^2, in the fused kernels)
     conv_size = 4
-    gdn_neg_eigval = 0  # trial: 1 lets beta reach 2 (the state transition's eigenvalue 1 - beta down to -1)
     swa_window = 2048  # = the sequence: full causal attention
     doc_reset = 1
     smear = 1
     x0_mix = 1
-    ln_scale = 0  # trial: block i's normed inputs scaled by 1/sqrt(i + 1)
     rope_base = 10000.0
     qk_gain_init = 1.5
     logit_softcap = 30.0
@@ -139,8 +137,8 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "mlp_neg_slope", "conv_size", "gdn_neg_eigval", "swa_window", "doc_reset", "smear", "x0_mix",
-                  "ln_scale", "rope_base", "qk_gain_init", "logit_softcap")
+                  "mlp_neg_slope", "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
+                  "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
                 "eval_seq_len", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_seq_len", "ttt_batch_seqs", "calib_seqs",
@@ -544,9 +542,9 @@ def conv_qkv(x: Tensor, weight: Tensor, doc: Tensor | None, heads: int) -> tuple
 
 # -- Gated DeltaNet: the layer
 class GatedDeltaNet(nn.Module):
-    def __init__(self, dim, heads, conv_size, neg_eigval=0):
+    def __init__(self, dim, heads, conv_size):
         super().__init__()
-        self.heads, self.head_dim, self.beta_max = heads, dim // heads, 2.0 if neg_eigval else 1.0
+        self.heads, self.head_dim = heads, dim // heads
         self.qkv = CastedLinear(dim, 3 * dim)
         self.conv = nn.Parameter(torch.zeros(3 * dim, conv_size))
         self.conv.data[:, -1] = 1.0
@@ -567,7 +565,7 @@ class GatedDeltaNet(nn.Module):
         g = -self.A_log.exp() * F.softplus(a + self.dt_bias)
         if ctx["bos"] is not None:
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
-        beta = (self.beta_max * b.sigmoid()).to(qkv.dtype)
+        beta = b.sigmoid().to(qkv.dtype)
         o = gated_delta_rule(*conv_qkv(qkv, self.conv, ctx["doc"], self.heads), g, beta)
         return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
 
@@ -729,12 +727,11 @@ class MLP(nn.Module):
 # -- block and hybrid
 class Block(nn.Module):
     """Pre-norm residual block; SWA blocks borrow the model's one attention. With x0_mix each block first adds
-    back a learned share (zero at first) of the input embedding; norm_scale multiplies both normed inputs."""
+    back a learned share (zero at first) of the input embedding."""
 
-    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int, mlp_neg_slope: float,
-                 norm_scale: float):
+    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int, mlp_neg_slope: float):
         super().__init__()
-        self.mixer, self.mlp, self.norm_scale = mixer, MLP(dim, mlp_mult, mlp_neg_slope), norm_scale
+        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult, mlp_neg_slope)
         self.mix_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
         self.x0_scale = nn.Parameter(torch.zeros(dim)) if x0_mix else None
@@ -742,11 +739,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, ctx: dict, mixer: nn.Module) -> Tensor:
         if self.x0_scale is not None:
             x = x + self.x0_scale.to(x.dtype) * ctx["x0"]
-        x = x + self.mix_scale.to(x.dtype) * mixer(self.normed(x), ctx)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.normed(x))
-
-    def normed(self, x: Tensor) -> Tensor:
-        return rms_norm(x) * self.norm_scale if self.norm_scale != 1 else rms_norm(x)
+        x = x + self.mix_scale.to(x.dtype) * mixer(rms_norm(x), ctx)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
 
 
 class GDNHybrid(nn.Module):
@@ -757,12 +751,12 @@ class GDNHybrid(nn.Module):
         nn.init.normal_(self.embed.weight, std=cfg.get("tied_embed_init_std", 0.005))
         self.attn = SlidingWindowAttention(d, cfg["num_heads"], cfg["num_kv_heads"], cfg["rope_base"],
                                            cfg["qk_gain_init"])
-        gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"], cfg["gdn_neg_eigval"])  # noqa: E731
+        gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
         self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"],
-                                          cfg["mlp_neg_slope"], (i + 1) ** -0.5 if cfg["ln_scale"] else 1.0)
-                                    for i, kind in enumerate(self.layout))
+                                          cfg["mlp_neg_slope"])
+                                    for kind in self.layout)
         self.smear = nn.Parameter(torch.zeros(d)) if cfg["smear"] else None
 
     def context(self, ids: Tensor) -> dict:
