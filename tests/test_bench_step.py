@@ -93,3 +93,20 @@ def test_muon_ops_counts_at_least_the_products_of_every_stack(monkeypatch, capsy
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{ROOT / 'train_gpt.py'}: ") and "operations in one Muon step" in line
     assert int(line.split(": ")[1].split()[0]) >= 4 * 5 * 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
+def test_bench_mlp_times_both_paths_at_each_slope():
+    run = subprocess.run([sys.executable, "scripts/bench/bench_mlp.py", "--slopes", "0,0.5", "--tokens", "4096",
+                          "--rounds", "2", "--calls", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith(("| fused", "| modules"))]
+    assert [r.split(" | ")[0] for r in rows] == ["| fused, slope 0", "| modules, slope 0", "| fused, slope 0.5",
+                                                 "| modules, slope 0.5"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is what a machine without a GPU sees")
+def test_bench_mlp_says_what_it_needs_without_a_gpu():
+    run = subprocess.run([sys.executable, "scripts/bench/bench_mlp.py"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 1 and "needs a CUDA GPU and Triton" in run.stderr

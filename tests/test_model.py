@@ -157,32 +157,46 @@ def test_tune_conv_launches_the_kernels_as_convqkv_does():
     assert torch.equal(written["dweight"].sum(0), dweight)
 
 
-def relu2_case(seed: int, backward: bool, M: int = 50, K: int = 24, N: int = 40):
-    """a [M, K], bt [N, K], r [M, N] in float64 and what the relu^2 matmul gives in that direction; the sizes are no
-    multiples of the tiles, so the edges are tested too."""
+def leaky_relu2(h, slope):
+    return torch.where(h > 0, h, slope * h).square()
+
+
+def relu2_case(seed: int, backward: bool, slope: float, M: int = 50, K: int = 24, N: int = 40):
+    """a [M, K], bt [N, K], h's r [M, N] and sign bits in float64 and what the (leaky) relu^2 matmul gives in that
+    direction; the sizes are no multiples of the tiles, so the edges are tested too."""
     gen = torch.Generator().manual_seed(seed)
-    a, bt = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K)))
-    r = torch.randn(M, N, generator=gen, dtype=torch.float64).relu().square()
-    return a, bt, r, a @ bt.t() * 2 * r.sqrt() if backward else (a @ bt.t()).relu().square()
+    a, bt, h = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K), (M, N)))
+    r = leaky_relu2(h, slope)
+    bits = ((h > 0).view(M, N // 8, 8).to(torch.uint8) << torch.arange(8, dtype=torch.uint8)).sum(-1, dtype=torch.uint8)
+    want = a @ bt.t() * torch.where(h > 0, 2 * r.sqrt(), -2 * slope * r.sqrt()) if backward else \
+        leaky_relu2(a @ bt.t(), slope)
+    return a, bt, r, bits, want
 
 
 @in_triton_interpreter
+@pytest.mark.parametrize("slope", [0.0, 0.5])
 @pytest.mark.parametrize("backward", [False, True])
-def test_relu2_matmul_epilogues_in_the_interpreter(backward):
-    a, bt, r, want = relu2_case(2, backward, M=300, N=520)  # on the CPU one program walks all 3 x 3 tiles
-    b = bt.t().contiguous() if backward else bt.t()  # [K, N]: contiguous in the backward, a view of [N, K] forward
-    out = train_gpt.relu2_matmul(a.float(), b.float(), r.float() if backward else None)
+def test_relu2_matmul_epilogues_in_the_interpreter(backward, slope):
+    a, bt, r, bits, want = relu2_case(2, backward, slope, M=300, N=520)  # one program walks all 3 x 3 tiles
+    if backward:  # b [K, N] contiguous
+        out = train_gpt.relu2_launch(a.float(), bt.t().contiguous().float(), slope, r.float(), bits)
+    else:  # b a view of [N, K]; the bits say where a @ b > 0 (none are kept at slope 0)
+        out, signs = train_gpt.relu2_matmul(a.float(), bt.float().t(), slope)
+        h = a @ bt.t()
+        assert signs.numel() == 0 if slope == 0 else torch.equal(
+            (signs[:, :, None] >> torch.arange(8, dtype=torch.uint8) & 1).flatten(1).bool(), h > 0)
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @in_triton_interpreter
-def test_relu_squared_mlp_gradients_in_the_interpreter():
+@pytest.mark.parametrize("slope", [0.0, 0.5])
+def test_relu_squared_mlp_gradients_in_the_interpreter(slope):
     gen = torch.Generator().manual_seed(3)
     x, fc, proj, gy = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
                        for s in ((2, 32, 32), (48, 32), (32, 48), (2, 32, 32)))
-    want = torch.autograd.grad((x @ fc.t()).relu().square() @ proj.t(), (x, fc, proj), gy)
+    want = torch.autograd.grad(leaky_relu2(x @ fc.t(), slope) @ proj.t(), (x, fc, proj), gy)
     ins = [t.detach().float().requires_grad_() for t in (x, fc, proj)]
-    got = torch.autograd.grad(train_gpt.ReluSquaredMLP.apply(*ins), ins, gy.detach().float())
+    got = torch.autograd.grad(train_gpt.ReluSquaredMLP.apply(*ins, slope), ins, gy.detach().float())
     for g, w in zip(got, want):
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
 
@@ -217,16 +231,17 @@ def test_mlp_neg_slope_squares_a_leaky_relu_in_every_block():
 
 
 @on_gpu_with_triton
+@pytest.mark.parametrize("slope", [0.0, 0.5])
 @pytest.mark.parametrize("shape, dim", [((48, 2048), 512), ((3, 100), 64)])  # the second is no multiple of a tile
-def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
+def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim, slope):
     torch.manual_seed(0)
-    mlp = train_gpt.MLP(dim, 3).cuda()
+    mlp = train_gpt.MLP(dim, 3, slope).cuda()
     torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to compare
     x = torch.randn(*shape, dim, device="cuda").bfloat16().requires_grad_()
     g = torch.randn(*shape, dim, device="cuda")
 
     def outputs_and_grads(x, fc, proj, mlp=None):
-        y = mlp(x) if mlp else F.linear(F.relu(F.linear(x, fc.to(x.dtype))).square(), proj.to(x.dtype))
+        y = mlp(x) if mlp else F.linear(F.leaky_relu(F.linear(x, fc.to(x.dtype)), slope).square(), proj.to(x.dtype))
         return (y, *torch.autograd.grad(y, (x, fc, proj), g.to(y.dtype)))
 
     weights = (mlp.fc.weight, mlp.proj.weight)
