@@ -162,8 +162,8 @@ def leaky_relu2(h, slope):
 
 
 def relu2_case(seed: int, backward: bool, slope: float, M: int = 50, K: int = 24, N: int = 40):
-    """a [M, K], bt [N, K], h's r [M, N] and sign bits in float64 and what the (leaky) relu^2 matmul gives in that
-    direction; the sizes are no multiples of the tiles, so the edges are tested too."""
+    """a [M, K], bt [N, K], a forward's r [M, N] with its sign bits (from a random h), in float64, and what the
+    (leaky) relu^2 matmul gives in that direction; the sizes are no multiples of the tiles, so the edges are tested."""
     gen = torch.Generator().manual_seed(seed)
     a, bt, h = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K), (M, N)))
     r = leaky_relu2(h, slope)
