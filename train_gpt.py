@@ -658,8 +658,8 @@ if triton is not None:
     @triton.jit
     def relu2_matmul_kernel(a, b, r, out, signs, M, N, K, NEG_SLOPE: tl.constexpr, BACKWARD: tl.constexpr,
                             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-        """out = leaky_relu(a @ b)^2 with b's descriptor over b^T [N, K], and with a slope h > 0's flags eight to a
-        byte in signs; backward, (a @ b) times the square's derivative from r and the flags, with b's over b [K, N].
+        """out = leaky_relu(a @ b)^2 with b's descriptor over b^T [N, K] (at a nonzero slope also h > 0's flags, eight
+        to a byte, in signs); backward, (a @ b) times the square's derivative from r and the flags, b's over b [K, N].
         The derivative is 2 sqrt(r) where h > 0 and -2 slope sqrt(r) elsewhere (slope >= 0): r has lost h's sign."""
         n_tiles, pid, programs = tl.cdiv(N, BN), tl.program_id(0), tl.num_programs(0)
         bit = 1 << tl.arange(0, 8)
