@@ -710,7 +710,7 @@ def relu2_launch(a: Tensor, b: Tensor, neg_slope: float, r: Tensor | None, signs
     return out
 
 
-def relu2_matmul(a: Tensor, b: Tensor, neg_slope: float = 0.0) -> tuple[Tensor, Tensor]:
+def relu2_matmul(a: Tensor, b: Tensor, neg_slope: float) -> tuple[Tensor, Tensor]:
     """r = leaky_relu(a @ b, neg_slope)^2, and h > 0's flags as bits [M, N / 8] (empty at slope 0: r says it)."""
     signs = a.new_empty((a.size(0), b.size(1) // 8) if neg_slope else (0,), dtype=torch.uint8)
     return relu2_launch(a, b, neg_slope, None, signs), signs
@@ -722,7 +722,7 @@ class ReluSquaredMLP(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # tl.dot takes one dtype
-    def forward(ctx, x, fc, proj, neg_slope=0.0):
+    def forward(ctx, x, fc, proj, neg_slope):
         x2 = x.flatten(0, -2).contiguous()
         r, signs = relu2_matmul(x2, fc.t(), neg_slope)
         ctx.save_for_backward(x2, fc, proj, r, signs)
