@@ -54,10 +54,10 @@ def test_a_failing_variant_is_reported_and_the_others_still_run(markov_data, tok
     luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
     real = trials.train_variant
 
-    def train_or_fail(args, device, train_tokens):
+    def train_or_fail(args, device, train_tokens, ema_decays):
         if args.matrix_lr == 0.5:
             raise RuntimeError("kernel compile failed")
-        return real(args, device, train_tokens)
+        return real(args, device, train_tokens, ema_decays)
 
     monkeypatch.setattr(trials, "train_variant", train_or_fail)
     rows = trials.run(args, ["MATRIX_LR=0.5", "base"], val, luts, torch.device("cpu"), train_tokens=30_000)
@@ -80,6 +80,29 @@ def test_quant_adds_a_score_from_the_fitted_artifact_per_trained_model(markov_da
     assert "| - | - |" not in trials.table(rows)
     unquantized = {k: v for k, v in rows[0].items() if k != "val_bpb_quant"}
     assert trials.table([unquantized]).endswith("| - | - |")
+
+
+def test_ema_decays_score_more_averages_of_the_same_run(markov_data, tokenizer, capsys):
+    """An extra EMA at EMA_DECAY's own decay scores exactly as the variant's row; decay 0 is the final weights."""
+    args = tiny_args(markov_data, iterations=20, vocab_size=64)
+    val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:400]
+    luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
+    rows = trials.run(args, ["base", "base EVAL_SEQ_LEN=32"], val, luts, torch.device("cpu"), train_tokens=30_000,
+                      ema_decays=(0.0, args.ema_decay))
+    assert capsys.readouterr().out.count("(training)") == 1
+    assert [r["variant"] for r in rows] == ["base", "base [EMA 0]", "base [EMA 0.9]", "base EVAL_SEQ_LEN=32",
+                                            "base EVAL_SEQ_LEN=32 [EMA 0]", "base EVAL_SEQ_LEN=32 [EMA 0.9]"]
+    assert all(r["steps"] == 20 for r in rows)
+    assert rows[2]["val_bpb"] == rows[0]["val_bpb"] and rows[5]["val_bpb"] == rows[3]["val_bpb"]
+    assert rows[1]["val_bpb"] != rows[0]["val_bpb"]  # the final weights are not their average
+    assert rows[1]["val_bpb"] < 6.0 - 0.5  # and they were trained: far below the uniform 6 bits a token
+
+
+def test_ema_decays_reject_what_is_not_a_decay():
+    assert trials.ema_decays("0,0.99") == (0.0, 0.99)
+    for bad in ("", "1", "0.9,x", "-0.1"):
+        with pytest.raises(Exception, match="expected decays in"):
+            trials.ema_decays(bad)
 
 
 def test_equal_steps_script_trains_each_version_in_its_own_tree(markov_data, tokenizer, tmp_path):

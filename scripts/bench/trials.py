@@ -12,9 +12,13 @@ trained model. Settings not overridden come from the environment exactly as for 
 variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
 the same N for every row, so rows compare but are not full-validation scores. --quant also scores each
 trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted to the byte cap with
-train_gpt.py's own size as the code, packed and reloaded from the bytes. A variant that fails
-(an error in training or evaluation) is logged with its traceback and kept in the table as failed; the
-others still run.
+train_gpt.py's own size as the code, packed and reloaded from the bytes. --ema-decays D,... keeps
+EMAs of the weights at those decays beside train_gpt's own (EMA_DECAY) in each training run, with the
+same decay ramp (0: the final weights), and scores each in a row of its own, "<variant> [EMA D]": one
+run compares the decays on one trajectory. Each extra EMA costs its run the time of one EMA update a
+step (~0.6 ms on 1xH200), so its rows' steps compare with runs without them only roughly. A variant
+that fails (an error in training or evaluation) is logged with its traceback and kept in the table as
+failed; the others still run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -48,13 +53,36 @@ def parse_variant(text: str) -> tuple[dict, dict]:
     return train, evals
 
 
-def train_variant(args, device, train_tokens: int) -> tuple[tg.GDNHybrid, dict]:
-    """train_gpt's training stage on one device: the uncompiled model holding the EMA weights, and its numbers."""
-    model, result = tg.train_model(args, device, train_tokens)
+def ema_with_others(decays: tuple[float, ...]) -> type:
+    """train_gpt's EMA class, each instance also keeping EMAs at `decays`, updated with it."""
+    ema = tg.EMA  # the class itself, not the name this one replaces while a variant trains
+
+    class EMAs(ema):
+        def __init__(self, model, decay):
+            super().__init__(model, decay)
+            self.others = {d: ema(model, d) for d in decays}
+
+        def update(self, model):
+            super().update(model)
+            for ema in self.others.values():
+                ema.update(model)
+
+    return EMAs
+
+
+def train_variant(args, device, train_tokens: int, ema_decays=()) -> tuple[tg.GDNHybrid, dict, dict]:
+    """train_gpt's training stage on one device: the uncompiled model holding the EMA weights, its numbers, and a
+    model for each of `ema_decays` holding the EMA kept at that decay in the same run."""
+    with mock.patch.object(tg, "EMA", ema_with_others(ema_decays)):
+        model, result = tg.train_model(args, device, train_tokens)
     stats = {"params": sum(p.numel() for p in model.parameters()), "steps": result["steps"],
              "train_time": result["train_time"], "tokens": result["steps"] * args.train_batch_tokens,
              "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
-    return model, stats
+    others = {}
+    for decay, ema in result["ema"].others.items():
+        others[decay] = tg.GDNHybrid(args.model_config()).to(device)
+        ema.copy_to(others[decay])
+    return model, stats, others
 
 
 def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
@@ -63,45 +91,53 @@ def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
     return tg.model_from_blob(blob, device), len(blob)
 
 
-def trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False) -> dict:
+def score_row(text, model, stats, args, val_tokens, luts, train_tokens) -> dict:
+    print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
+    result = tg.evaluate(model, val_tokens, luts, args)
+    return {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
+            "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
+            "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
+            "eval_seconds": result["seconds"]}
+
+
+def trial_rows(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False,
+               ema_decays=()) -> list[dict]:
+    """The variant's row, then one for each of ema_decays; trains only if no earlier variant trained its config."""
     if key not in trained:
         print(f"=== trial: {text} (training)", flush=True)
         # each variant compiles afresh: a switch that recompiles every block would otherwise use up dynamo's
         # recompile limit and leave the next variants' blocks running uncompiled
         torch._dynamo.reset()
-        model, stats = train_variant(args, device, train_tokens)
+        model, stats, others = train_variant(args, device, train_tokens, ema_decays)
         quantized = quantized_copy(model, args, device) if quant else None
-        trained[key] = model, stats, quantized
-    model, stats, quantized = trained[key]
-    print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
-    result = tg.evaluate(model, val_tokens, luts, args)
-    row = {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
-           "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
-           "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
-           "eval_seconds": result["seconds"]}
+        trained[key] = model, stats, quantized, others
+    model, stats, quantized, others = trained[key]
+    row = score_row(text, model, stats, args, val_tokens, luts, train_tokens)
     if quantized is not None:
         row["artifact_bytes"] = quantized[1]
         row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args)["val_bpb"]
-    return row
+    return [row] + [score_row(f"{text} [EMA {decay:g}]", other, stats, args, val_tokens, luts, train_tokens)
+                    for decay, other in others.items()]
 
 
 def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None,
-        quant=False) -> list[dict]:
+        quant=False, ema_decays=()) -> list[dict]:
     rows, trained = [], {}
     for text in variants:
         train_over, eval_over = parse_variant(text)
         key = json.dumps(train_over, sort_keys=True)
         args = with_overrides(base_args, {**train_over, **eval_over})
         try:
-            row = trial_row(text, args, key, trained, val_tokens, luts, device, train_tokens, quant)
+            new = trial_rows(text, args, key, trained, val_tokens, luts, device, train_tokens, quant, ema_decays)
         except Exception as e:  # one broken variant must not cost the others
             traceback.print_exc()
-            row = {"variant": text, "error": f"{type(e).__name__}: {e}"}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if out:
-            with open(out, "a", encoding="utf-8") as f:
-                print(json.dumps(row), file=f)
+            new = [{"variant": text, "error": f"{type(e).__name__}: {e}"}]
+        for row in new:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if out:
+                with open(out, "a", encoding="utf-8") as f:
+                    print(json.dumps(row), file=f)
     return rows
 
 
@@ -124,6 +160,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def ema_decays(text: str) -> tuple[float, ...]:
+    try:
+        decays = tuple(float(d) for d in text.split(","))
+    except ValueError:
+        decays = ()
+    if not decays or not all(0 <= d < 1 for d in decays):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected decays in [0, 1) separated by commas, e.g. 0,0.99,0.999")
+    return decays
+
+
 def main():
     cli = argparse.ArgumentParser(usage=__doc__)
     cli.add_argument("variants", nargs="+")
@@ -131,6 +177,8 @@ def main():
     cli.add_argument("--val-tokens", type=int, default=0, help="score the first N validation tokens (0: all)")
     cli.add_argument("--out", help="append one JSON line per row here")
     cli.add_argument("--quant", action="store_true", help="also score after GPTQ fitted to the cap, from the bytes")
+    cli.add_argument("--ema-decays", type=ema_decays, default=(),
+                     help="comma-separated decays in [0, 1): EMAs kept beside EMA_DECAY's in each run, scored too")
     opt = cli.parse_args()
     for text in opt.variants:
         parse_variant(text)  # fail on a typo before any training
@@ -143,7 +191,7 @@ def main():
         val_tokens = val_tokens[:opt.val_tokens + 1]
     train_tokens = tg.count_tokens(args.train_files)
     t = time.perf_counter()
-    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, opt.quant)
+    rows = run(args, opt.variants, val_tokens, luts, device, train_tokens, opt.out, opt.quant, opt.ema_decays)
     scored = [r["eval_tokens"] for r in rows if "error" not in r]
     print(f"{len(rows)} rows in {time.perf_counter() - t:.0f}s; validation tokens scored: "
           f"{scored[0] if scored else 0:,}; failed: {len(rows) - len(scored)}")
