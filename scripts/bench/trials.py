@@ -64,8 +64,8 @@ def ema_with_others(decays: tuple[float, ...]) -> type:
 
         def update(self, model):
             super().update(model)
-            for ema in self.others.values():
-                ema.update(model)
+            for other in self.others.values():
+                other.update(model)
 
     return EMAs
 
@@ -73,7 +73,7 @@ def ema_with_others(decays: tuple[float, ...]) -> type:
 def train_variant(args, device, train_tokens: int, ema_decays=()) -> tuple[tg.GDNHybrid, dict, dict]:
     """train_gpt's training stage on one device: the uncompiled model holding the EMA weights, its numbers, and a
     model for each of `ema_decays` holding the EMA kept at that decay in the same run."""
-    with mock.patch.object(tg, "EMA", ema_with_others(ema_decays)):
+    with mock.patch.object(tg, "EMA", ema_with_others(ema_decays)):  # train() builds its EMA by this name
         model, result = tg.train_model(args, device, train_tokens)
     stats = {"params": sum(p.numel() for p in model.parameters()), "steps": result["steps"],
              "train_time": result["train_time"], "tokens": result["steps"] * args.train_batch_tokens,
