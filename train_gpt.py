@@ -739,7 +739,7 @@ class ReluSquaredMLP(torch.autograd.Function):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim, mult, neg_slope=0.0):
+    def __init__(self, dim, mult, neg_slope):
         super().__init__()
         self.fc = CastedLinear(dim, mult * dim)
         self.proj = CastedLinear(mult * dim, dim, zero_init=True)
