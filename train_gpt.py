@@ -116,6 +116,7 @@ class Hyperparameters:
     muon_momentum_warmup_start = 0.85
     muon_momentum_warmup_steps = 300
     muon_ns_steps = 5
+    muon_row_norm = 0  # trial: each row of Muon's input scaled to unit norm before Newton-Schulz (MuonEq-R)
     embed_lr = 0.05
     scalar_lr = 0.04
     beta1 = 0.9
@@ -871,8 +872,9 @@ class Muon(torch.optim.Optimizer):
     """Nesterov momentum, orthogonalised per matrix in same-shape stacks; each rank takes a contiguous share of
     every stack, and the updates, laid out stack by stack in one flat buffer, are all-reduced."""
 
-    def __init__(self, params, lr, momentum, ns_steps, weight_decay):
+    def __init__(self, params, lr, momentum, ns_steps, weight_decay, row_norm):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
+        self.row_norm = row_norm
         self.stacks = {}  # the matrices by shape and their momentum buffers: made once, not in every step
         for p in self.param_groups[0]["params"]:
             self.stacks.setdefault(p.shape, []).append(p)
@@ -892,7 +894,10 @@ class Muon(torch.optim.Optimizer):
                 bufs = [self.state[p]["momentum"] for p in stack[lo:hi]]
                 torch._foreach_mul_(bufs, m)
                 torch._foreach_add_(bufs, grads)
-                update = newton_schulz(torch.stack(torch._foreach_add(grads, bufs, alpha=m)), group["ns_steps"])
+                g = torch.stack(torch._foreach_add(grads, bufs, alpha=m))
+                if self.row_norm:  # equilibrated rows: the few Newton-Schulz steps start better conditioned
+                    g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+                update = newton_schulz(g, group["ns_steps"])
                 mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
                 mine.copy_(update)
                 if shape[0] > shape[1]:
@@ -918,7 +923,7 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
     matrices = [p for n, p in named if is_matrix(n, p)]
     scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
     adam = dict(betas=(args.beta1, args.beta2), eps=1e-8, fused=torch.cuda.is_available())
-    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd),
+    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd, args.muon_row_norm),
             torch.optim.Adam([model.embed.weight], lr=args.embed_lr, **adam),
             torch.optim.Adam(scalars, lr=args.scalar_lr, **adam)]
     for opt in opts:

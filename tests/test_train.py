@@ -42,17 +42,33 @@ def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
     for p in params:
         p.grad = torch.randn_like(p)
     before = [p.detach().clone() for p in params]
-    train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5).step()
+    train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, row_norm=0).step()
     for p, p0 in zip(params, before):
         update = train_gpt.newton_schulz(p.grad, 5) * max(1, p.size(0) / p.size(1)) ** 0.5
         assert torch.allclose(p.detach(), p0 * (1 - 0.1 * 0.5) - 0.1 * update, atol=1e-5)
+
+
+def test_muon_row_norm_orthogonalises_the_row_normalised_gradient_so_row_scales_do_not_matter():
+    torch.manual_seed(0)
+    grad = torch.randn(64, 96)
+    grad[3] *= 50  # one loud row: MuonEq-R's equilibration removes it, plain Muon lets it dominate
+    updates = {}
+    for row_norm in (0, 1):
+        p = torch.nn.Parameter(torch.zeros(64, 96))
+        p.grad = grad.clone()
+        train_gpt.Muon([p], lr=1.0, momentum=0.0, ns_steps=5, weight_decay=0.0, row_norm=row_norm).step()
+        updates[row_norm] = -p.detach()
+    balanced = grad / grad.norm(dim=1, keepdim=True)
+    assert torch.allclose(updates[1], train_gpt.newton_schulz(balanced, 5), atol=1e-5)
+    assert torch.allclose(updates[0], train_gpt.newton_schulz(grad, 5), atol=1e-5)
+    assert not torch.allclose(updates[0], updates[1], atol=1e-2)
 
 
 def muon_params_after_two_steps() -> list[torch.Tensor]:
     """Stacks of 3, 2 and 1 same-shape matrices: over three ranks the shares are uneven, and some ranks get none."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(*s)) for s in ((96, 64), (64, 96), (96, 64), (64, 64), (64, 96), (96, 64))]
-    opt = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5)
+    opt = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, row_norm=0)
     for _ in range(2):
         for p in params:
             p.grad = torch.randn_like(p)
