@@ -117,6 +117,7 @@ class Hyperparameters:
     muon_momentum_warmup_steps = 300
     muon_ns_steps = 5
     muon_row_norm = 0  # trial: each row of Muon's input scaled to unit norm before Newton-Schulz (MuonEq-R)
+    muon_neuron_beta2 = 0.0  # trial: NorMuon, each neuron's update over its running RMS at this decay (0: off)
     embed_lr = 0.05
     scalar_lr = 0.04
     beta1 = 0.9
@@ -868,17 +869,28 @@ def newton_schulz(G: Tensor, steps: int) -> Tensor:
     return X.mT if tall else X
 
 
+def neuron_normalised(update: Tensor, second: Tensor, beta2: float) -> Tensor:
+    """NorMuon: each neuron's part of a stack of orthogonalised updates (the rows of tall matrices, the columns of
+    wide ones) over its running RMS kept in `second`, then scaled back to each update's own norm."""
+    u = update.float()
+    second.lerp_(u.square().mean(dim=-1 if u.size(-2) >= u.size(-1) else -2, keepdim=True), 1 - beta2)
+    scaled = u * second.clamp_min(1e-10).rsqrt()
+    return scaled * (u.norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10))
+
+
 class Muon(torch.optim.Optimizer):
     """Nesterov momentum, orthogonalised per matrix in same-shape stacks; each rank takes a contiguous share of
     every stack, and the updates, laid out stack by stack in one flat buffer, are all-reduced."""
 
-    def __init__(self, params, lr, momentum, ns_steps, weight_decay, row_norm):
+    def __init__(self, params, lr, momentum, ns_steps, weight_decay, row_norm, neuron_beta2):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-        self.row_norm = row_norm
+        self.row_norm, self.neuron_beta2 = row_norm, neuron_beta2
         self.stacks = {}  # the matrices by shape and their momentum buffers: made once, not in every step
         for p in self.param_groups[0]["params"]:
             self.stacks.setdefault(p.shape, []).append(p)
             self.state[p]["momentum"] = torch.zeros_like(p)
+        self.second = {(n, k): torch.zeros(len(s), n if n >= k else 1, 1 if n >= k else k, device=s[0].device)
+                       for (n, k), s in self.stacks.items()}  # NorMuon's per-neuron mean squares
 
     @torch.no_grad()
     def step(self):  # one group: the matrices
@@ -898,6 +910,8 @@ class Muon(torch.optim.Optimizer):
                 if self.row_norm:  # equilibrated rows: the few Newton-Schulz steps start better conditioned
                     g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)
                 update = newton_schulz(g, group["ns_steps"])
+                if self.neuron_beta2:
+                    update = neuron_normalised(update, self.second[shape][lo:hi], self.neuron_beta2)
                 mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
                 mine.copy_(update)
                 if shape[0] > shape[1]:
@@ -923,7 +937,8 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
     matrices = [p for n, p in named if is_matrix(n, p)]
     scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
     adam = dict(betas=(args.beta1, args.beta2), eps=1e-8, fused=torch.cuda.is_available())
-    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd, args.muon_row_norm),
+    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd, args.muon_row_norm,
+                 args.muon_neuron_beta2),
             torch.optim.Adam([model.embed.weight], lr=args.embed_lr, **adam),
             torch.optim.Adam(scalars, lr=args.scalar_lr, **adam)]
     for opt in opts:

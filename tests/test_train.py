@@ -42,7 +42,7 @@ def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
     for p in params:
         p.grad = torch.randn_like(p)
     before = [p.detach().clone() for p in params]
-    train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, row_norm=0).step()
+    train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, row_norm=0, neuron_beta2=0.0).step()
     for p, p0 in zip(params, before):
         update = train_gpt.newton_schulz(p.grad, 5) * max(1, p.size(0) / p.size(1)) ** 0.5
         assert torch.allclose(p.detach(), p0 * (1 - 0.1 * 0.5) - 0.1 * update, atol=1e-5)
@@ -56,7 +56,8 @@ def test_muon_row_norm_orthogonalises_the_row_normalised_gradient_so_row_scales_
     for row_norm in (0, 1):
         p = torch.nn.Parameter(torch.zeros(64, 96))
         p.grad = grad.clone()
-        train_gpt.Muon([p], lr=1.0, momentum=0.0, ns_steps=5, weight_decay=0.0, row_norm=row_norm).step()
+        train_gpt.Muon([p], lr=1.0, momentum=0.0, ns_steps=5, weight_decay=0.0, row_norm=row_norm,
+                        neuron_beta2=0.0).step()
         updates[row_norm] = -p.detach()
     balanced = grad / grad.norm(dim=1, keepdim=True)
     assert torch.allclose(updates[1], train_gpt.newton_schulz(balanced, 5), atol=1e-5)
@@ -64,11 +65,27 @@ def test_muon_row_norm_orthogonalises_the_row_normalised_gradient_so_row_scales_
     assert not torch.allclose(updates[0], updates[1], atol=1e-2)
 
 
-def muon_params_after_two_steps() -> list[torch.Tensor]:
+def test_normuon_first_step_gives_every_neuron_the_same_rms_and_keeps_the_update_norm():
+    torch.manual_seed(0)
+    for shape, neuron_dim in (((96, 64), 1), ((64, 96), 0)):  # rows of a tall matrix, columns of a wide one
+        grad = torch.randn(*shape) * torch.logspace(-1, 1, shape[1])  # neurons of unequal size
+        p = torch.nn.Parameter(torch.zeros(*shape))
+        p.grad = grad.clone()
+        train_gpt.Muon([p], lr=1.0, momentum=0.0, ns_steps=5, weight_decay=0.0, row_norm=0, neuron_beta2=0.95).step()
+        update = -p.detach()
+        plain = train_gpt.newton_schulz(grad, 5) * max(1, shape[0] / shape[1]) ** 0.5
+        rms, plain_rms = (u.square().mean(dim=neuron_dim).sqrt() for u in (update, plain))
+        assert torch.allclose(update.norm(), plain.norm(), rtol=1e-5)
+        assert torch.allclose(rms, rms.mean().expand_as(rms), rtol=1e-4)
+        assert plain_rms.max() / plain_rms.min() > 1.1  # plain Muon's neurons differ, so the test can fail
+
+
+def muon_params_after_two_steps(row_norm: int, neuron_beta2: float) -> list[torch.Tensor]:
     """Stacks of 3, 2 and 1 same-shape matrices: over three ranks the shares are uneven, and some ranks get none."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(*s)) for s in ((96, 64), (64, 96), (96, 64), (64, 64), (64, 96), (96, 64))]
-    opt = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, row_norm=0)
+    opt = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, row_norm=row_norm,
+                         neuron_beta2=neuron_beta2)
     for _ in range(2):
         for p in params:
             p.grad = torch.randn_like(p)
@@ -76,17 +93,18 @@ def muon_params_after_two_steps() -> list[torch.Tensor]:
     return [p.detach() for p in params]
 
 
-def run_muon_rank(rank: int, world: int, out: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29518")
+def run_muon_rank(rank: int, world: int, out: str, port: int, switches: tuple):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    torch.save(muon_params_after_two_steps(), f"{out}/{rank}.pt")
+    torch.save(muon_params_after_two_steps(*switches), f"{out}/{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def test_muon_split_over_three_ranks_matches_one_process(tmp_path):
-    torch.multiprocessing.spawn(run_muon_rank, args=(3, str(tmp_path)), nprocs=3)
-    alone = muon_params_after_two_steps()
+@pytest.mark.parametrize("port, switches", [(29518, (0, 0.0)), (29521, (1, 0.95))])  # plain; MuonEq-R + NorMuon
+def test_muon_split_over_three_ranks_matches_one_process(tmp_path, port, switches):
+    torch.multiprocessing.spawn(run_muon_rank, args=(3, str(tmp_path), port, switches), nprocs=3)
+    alone = muon_params_after_two_steps(*switches)
     for rank in range(3):
         for p, q in zip(torch.load(tmp_path / f"{rank}.pt"), alone):
             assert torch.allclose(p, q, atol=1e-6)
