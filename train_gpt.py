@@ -889,8 +889,8 @@ class Muon(torch.optim.Optimizer):
         for p in self.param_groups[0]["params"]:
             self.stacks.setdefault(p.shape, []).append(p)
             self.state[p]["momentum"] = torch.zeros_like(p)
-        self.second = {(n, k): torch.zeros(len(s), n if n >= k else 1, 1 if n >= k else k, device=s[0].device)
-                       for (n, k), s in self.stacks.items()}  # NorMuon's per-neuron mean squares
+        for (n, k), s in self.stacks.items():  # NorMuon's per-neuron mean squares, kept with the stack's first matrix
+            self.state[s[0]]["second"] = torch.zeros(len(s), n if n >= k else 1, 1 if n >= k else k, device=s[0].device)
 
     @torch.no_grad()
     def step(self):  # one group: the matrices
@@ -911,7 +911,7 @@ class Muon(torch.optim.Optimizer):
                     g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)
                 update = newton_schulz(g, group["ns_steps"])
                 if self.neuron_beta2:
-                    update = neuron_normalised(update, self.second[shape][lo:hi], self.neuron_beta2)
+                    update = neuron_normalised(update, self.state[stack[0]]["second"][lo:hi], self.neuron_beta2)
                 mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
                 mine.copy_(update)
                 if shape[0] > shape[1]:

@@ -1,5 +1,6 @@
 """Optimizer and training sections: Muon, the schedule, warm-up that keeps nothing, learning, stopping."""
 
+import copy
 import math
 import os
 import re
@@ -78,6 +79,32 @@ def test_normuon_first_step_gives_every_neuron_the_same_rms_and_keeps_the_update
         assert torch.allclose(update.norm(), plain.norm(), rtol=1e-5)
         assert torch.allclose(rms, rms.mean().expand_as(rms), rtol=1e-4)
         assert plain_rms.max() / plain_rms.min() > 1.1  # plain Muon's neurons differ, so the test can fail
+
+
+def test_muon_state_dict_holds_normuon_state_so_the_compile_warm_up_undoes_it():
+    """compile_warmup restores the optimizers from their state_dicts: the per-neuron mean squares must be in them."""
+    torch.manual_seed(0)
+    grads = [torch.randn(96, 64), torch.randn(96, 64)]
+    params = [torch.nn.Parameter(torch.zeros(96, 64)) for _ in grads]
+    opt = train_gpt.Muon(params, lr=1.0, momentum=0.9, ns_steps=5, weight_decay=0.0, row_norm=0, neuron_beta2=0.5)
+    initial = copy.deepcopy(opt.state_dict())
+    for _ in range(2):
+        for p, g in zip(params, grads):
+            p.grad = torch.randn_like(g)
+        opt.step()
+    opt.load_state_dict(initial)
+    fresh = [torch.nn.Parameter(torch.zeros(96, 64)) for _ in grads]
+    fresh_opt = train_gpt.Muon(fresh, lr=1.0, momentum=0.9, ns_steps=5, weight_decay=0.0, row_norm=0,
+                               neuron_beta2=0.5)
+    for group in (params, fresh):
+        with torch.no_grad():
+            for p in group:
+                p.zero_()
+        for p, g in zip(group, grads):
+            p.grad = g.clone()
+    opt.step()
+    fresh_opt.step()
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, fresh))
 
 
 def muon_params_after_two_steps(row_norm: int, neuron_beta2: float) -> list[torch.Tensor]:
