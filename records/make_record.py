@@ -6,7 +6,8 @@
 The folder gets README.md, submission.json, the logs, and the exact train_gpt.py and requirements.txt.
 Refused (exit 1, nothing written): logs of different code (code_sha256), code that differs from the
 train_gpt.py being copied, a run whose artifact is over the cap or that never declared a result, a log
-without the passing exact-byte proof. With several seeds it reports mean, standard deviation and the
+without the passing exact-byte proof, a run over the challenge's 600 s of training or 600 s after it (its
+`time_budget:` line: calibration, GPTQ, packing and every score). With several seeds it reports mean, standard deviation and the
 one-sided t-test the challenge asks for: is the mean val_loss at least --min-gain-nats (0.005) below
 the reference? (p < 0.01 to claim a record.)
 """
@@ -28,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 from scripts.common import fields  # noqa: E402
 
 CAP = 16_000_000
-KEYS = ("code_sha256", "code_bytes", "steps", "train_time", "pre_bpb", "val_loss", "val_bpb", "bytes_total",
-        "artifact_bytes")
+TIME_LIMIT_S = 600  # of training, and of what follows it
+KEYS = ("code_sha256", "code_bytes", "steps", "train_time", "after_s", "pre_bpb", "val_loss", "val_bpb",
+        "bytes_total", "artifact_bytes")
 
 
 class Refused(ValueError):
@@ -47,6 +49,12 @@ def parse_log(path: Path) -> dict:
     missing = [k for k in ("code_sha256", "val_loss", "val_bpb", "bytes_total") if run[k] is None]
     if missing:
         raise Refused(f"{path}: no {', '.join(missing)}: the run did not finish with a scored artifact")
+    if run["after_s"] is None:
+        raise Refused(f"{path}: no 'time_budget:' line: the run's seconds after training are unknown")
+    over = [f"{what} took {s}s" for what, s in (("training", run["train_time"]), ("what followed it", run["after_s"]))
+            if float(s) > TIME_LIMIT_S]
+    if over:
+        raise Refused(f"{path}: {' and '.join(over)}, over the challenge's {TIME_LIMIT_S} s")
     return run
 
 
@@ -97,8 +105,9 @@ def significance(losses: list[float], reference: float, min_gain: float) -> dict
 
 
 def readme(opt, runs, stats, bpb_mean, bpb_std) -> str:
-    rows = "\n".join(f"| {r['log']} | {r['steps']} | {r['train_time']} | {r['pre_bpb']} | {r['val_loss']} | "
-                     f"{r['val_bpb']} | {r['artifact_bytes']} | {r['code_bytes']} | {r['bytes_total']} |" for r in runs)
+    rows = "\n".join(f"| {r['log']} | {r['steps']} | {r['train_time']} | {r['after_s']} | {r['pre_bpb']} | "
+                     f"{r['val_loss']} | {r['val_bpb']} | {r['artifact_bytes']} | {r['code_bytes']} | "
+                     f"{r['bytes_total']} |" for r in runs)
     spread = f" ± {bpb_std:.5f} (sample std)" if bpb_std is not None else " (one run)"
     test = ("no significance test: one run" if stats["p_value"] is None else
             f"one-sided t-test that val_loss is at least {opt.min_gain_nats} nats below the reference "
@@ -111,12 +120,14 @@ def readme(opt, runs, stats, bpb_mean, bpb_std) -> str:
 
 Mean val_bpb {bpb_mean:.5f}{spread} over {len(runs)} run(s); {test if opt.reference_val_loss else "no reference given"}.
 
-| log | steps | train s | pre-quant bpb | val_loss | val_bpb | artifact bytes | code bytes | total bytes |
-|---|---|---|---|---|---|---|---|---|
+| log | steps | train s | after-training s | pre-quant bpb | val_loss | val_bpb | artifact bytes | code bytes | total bytes |
+|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 Reproduce: `torchrun --standalone --nproc_per_node=8 train_gpt.py` with the official data (see the
-repository README); every log above passed the exact-byte proof and the {CAP:,}-byte cap.
+repository README); every log above passed the exact-byte proof and the {CAP:,}-byte cap, and kept to
+{TIME_LIMIT_S} s of training and {TIME_LIMIT_S} s after it ("after-training s": calibration on the model's own text,
+GPTQ, packing and every score).
 """
 
 

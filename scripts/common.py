@@ -31,7 +31,7 @@ OURS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes
         "eval_s": r"final_(?:quantized_zstd22_roundtrip|score_first_ttt) .*eval_time:([\d.]+)s",
         "fixed_bpb": r"final_quantized_zstd22_roundtrip .*val_bpb:([\d.]+)", "gap": r"quant_gap_bpb:([-+\d.]+)",
         "artifact_bytes": r"artifact:\S+ bytes:(\d+)", "bytes_total": r"bytes_total:(\d+)",
-        "byte_proof": r"^byte_proof: .* (match)$"}
+        "byte_proof": r"^byte_proof: .* (match)$", "after_s": r"time_budget: .*after_training:([\d.]+)s"}
 BASELINE = {"steps": r"stopping_early: .* step:(\d+)/", "train_ms": r"stopping_early: wallclock_cap train_time:(\d+)ms",
             "batch_tokens": r"train_batch_tokens:(\d+)", "pre_bpb": r"^step:\d+/\d+ val_loss:\S+ val_bpb:([\d.]+)",
             "val_loss": r"final_int8_zlib_roundtrip_exact val_loss:([\d.]+)",

@@ -51,6 +51,11 @@ def test_two_rank_run_trains_quantizes_and_scores_once(run):
     assert "MODEL_DIM=64" in overrides and "GPTQ_BLOCK=32" in overrides
     assert not any(o.startswith("OMP_") for o in overrides)
     assert log.count("stopping: iterations after 25 steps") == 1
+    budget = re.search(r"time_budget: training:([\d.]+)s after_training:([\d.]+)s limit:600s each within$", log, re.M)
+    assert budget and float(budget.group(1)) == number(r"stopping: .*train_time:([\d.]+)s", log)
+    parts = [number(tag + r" .*eval_time:([\d.]+)s", log)
+             for tag in ("pre_quant_ema", "final_quantized_zstd22_roundtrip", "final_score_first_ttt")]
+    assert float(budget.group(2)) >= sum(parts) + number(r"quantize_pack_time:([\d.]+)s", log) - 0.2  # rounding
     assert log.count("final_quantized_zstd22_roundtrip") == 1 and (work / "model.ptz").is_file()
     assert "calibration: 4 self-generated sequences x 32 tokens" in log
     assert re.search(r"quant_choice: scale:0\.1250 mlp:k2\.00/[\d.]+bits .* fits", log)  # 16 MB: the finest steps
@@ -72,6 +77,7 @@ def test_cold_eval_of_the_artifact_alone_reproduces_the_score(run, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert list(tmp_path.iterdir()) == [tmp_path / "logs"]  # it wrote no weights and read none but the artifact
     assert f"artifact_check:{work / 'model.ptz'} checksum:ok tokenizer:ok bytes_total:" in out.stdout
+    assert re.search(r"^time_budget: evaluation:[\d.]+s limit:600s each within$", out.stdout, re.M)
     cold = number(r"roundtrip .*val_bpb:([\d.]+)", out.stdout)
     assert abs(cold - number(r"roundtrip .*val_bpb:([\d.]+)", log)) < 1e-6
 

@@ -269,3 +269,12 @@ def test_eval_refuses_a_corrupt_foreign_over_cap_or_missing_artifact_before_scor
     with pytest.raises(Exception, match=message):
         main(monkeypatch, "--eval", "a.ptz")
     assert "error on rank 0" in log(work) and "final_quantized" not in log(work) and "byte_proof" not in log(work)
+
+
+def test_the_time_budget_line_names_the_phase_over_the_limit(monkeypatch):
+    lines = []
+    monkeypatch.setattr(train_gpt, "log", lines.append)
+    train_gpt.log_time_budget(training=590.04, after_training=212.44)
+    train_gpt.log_time_budget(training=600.5, after_training=12.0)
+    assert lines == ["time_budget: training:590.0s after_training:212.4s limit:600s each within",
+                     "time_budget: training:600.5s after_training:12.0s limit:600s each OVER in training"]
