@@ -116,8 +116,7 @@ class Hyperparameters:
     muon_momentum_warmup_start = 0.85
     muon_momentum_warmup_steps = 300
     muon_ns_steps = 5
-    muon_row_norm = 0  # trial: each row of Muon's input scaled to unit norm before Newton-Schulz (MuonEq-R)
-    muon_neuron_beta2 = 0.0  # trial: NorMuon, each neuron's update over its running RMS at this decay (0: off)
+    muon_neuron_beta2 = 0.95  # NorMuon: each neuron's update over its running RMS at this decay
     embed_lr = 0.05
     scalar_lr = 0.04
     beta1 = 0.9
@@ -879,12 +878,13 @@ def neuron_normalised(update: Tensor, second: Tensor, beta2: float) -> Tensor:
 
 
 class Muon(torch.optim.Optimizer):
-    """Nesterov momentum, orthogonalised per matrix in same-shape stacks; each rank takes a contiguous share of
-    every stack, and the updates, laid out stack by stack in one flat buffer, are all-reduced."""
+    """Nesterov momentum with rows equilibrated (MuonEq-R), orthogonalised per matrix in same-shape stacks, then
+    normalised per neuron (NorMuon); each rank takes a contiguous share of every stack, and the updates, laid out
+    stack by stack in one flat buffer, are all-reduced."""
 
-    def __init__(self, params, lr, momentum, ns_steps, weight_decay, row_norm, neuron_beta2):
+    def __init__(self, params, lr, momentum, ns_steps, weight_decay, neuron_beta2):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-        self.row_norm, self.neuron_beta2 = row_norm, neuron_beta2
+        self.neuron_beta2 = neuron_beta2
         self.stacks = {}  # the matrices by shape and their momentum buffers: made once, not in every step
         for p in self.param_groups[0]["params"]:
             self.stacks.setdefault(p.shape, []).append(p)
@@ -907,11 +907,9 @@ class Muon(torch.optim.Optimizer):
                 torch._foreach_mul_(bufs, m)
                 torch._foreach_add_(bufs, grads)
                 g = torch.stack(torch._foreach_add(grads, bufs, alpha=m))
-                if self.row_norm:  # equilibrated rows: the few Newton-Schulz steps start better conditioned
-                    g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)
-                update = newton_schulz(g, group["ns_steps"])
-                if self.neuron_beta2:
-                    update = neuron_normalised(update, self.state[stack[0]]["second"][lo:hi], self.neuron_beta2)
+                g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)  # equal rows: better conditioned for few steps
+                update = neuron_normalised(newton_schulz(g, group["ns_steps"]), self.state[stack[0]]["second"][lo:hi],
+                                           self.neuron_beta2)
                 mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
                 mine.copy_(update)
                 if shape[0] > shape[1]:
@@ -937,7 +935,7 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
     matrices = [p for n, p in named if is_matrix(n, p)]
     scalars = [p for n, p in named if not is_matrix(n, p) and n != "embed.weight"]
     adam = dict(betas=(args.beta1, args.beta2), eps=1e-8, fused=torch.cuda.is_available())
-    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd, args.muon_row_norm,
+    opts = [Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_ns_steps, args.muon_wd,
                  args.muon_neuron_beta2),
             torch.optim.Adam([model.embed.weight], lr=args.embed_lr, **adam),
             torch.optim.Adam(scalars, lr=args.scalar_lr, **adam)]
