@@ -7,9 +7,9 @@ The folder gets README.md, submission.json, the logs, and the exact train_gpt.py
 Refused (exit 1, nothing written): logs of different code (code_sha256), code that differs from the
 train_gpt.py being copied, a run whose artifact is over the cap or that never declared a result, a log
 without the passing exact-byte proof, a run over the challenge's 600 s of training or 600 s after it (its
-`time_budget:` line: calibration, GPTQ, packing and every score). With several seeds it reports mean, standard deviation and the
-one-sided t-test the challenge asks for: is the mean val_loss at least --min-gain-nats (0.005) below
-the reference? (p < 0.01 to claim a record.)
+`time_budget:` line: calibration, GPTQ, packing and every score). With several seeds it reports mean,
+standard deviation and the one-sided t-test the challenge asks for: is the mean val_loss at least
+--min-gain-nats (0.005) below the reference? (p < 0.01 to claim a record.)
 """
 
 from __future__ import annotations
