@@ -868,13 +868,16 @@ def newton_schulz(G: Tensor, steps: int) -> Tensor:
     return X.mT if tall else X
 
 
-def neuron_normalised(update: Tensor, second: Tensor, beta2: float) -> Tensor:
-    """NorMuon: each neuron's part of a stack of orthogonalised updates (the rows of tall matrices, the columns of
-    wide ones) over its running RMS kept in `second`, then scaled back to each update's own norm."""
-    u = update.float()
-    second.lerp_(u.square().mean(dim=-1 if u.size(-2) >= u.size(-1) else -2, keepdim=True), 1 - beta2)
-    scaled = u * second.clamp_min(1e-10).rsqrt()
-    return scaled * (u.norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10))
+def neuron_scales(update: Tensor, second: Tensor, beta2: float) -> Tensor:
+    """NorMuon's factor for each neuron of a stack of orthogonalised updates (the rows of tall matrices, the columns
+    of wide ones): one over its running RMS kept in `second`, times the gain that keeps each update's norm. Both
+    come from the neurons' sums of squares, so the update is read once here and once where it is scaled."""
+    dim = -1 if update.size(-2) >= update.size(-1) else -2
+    sq = torch.linalg.vector_norm(update, dim=dim, keepdim=True, dtype=torch.float32).square()
+    second.lerp_(sq / update.size(dim), 1 - beta2)
+    inv = second.clamp_min(1e-10).reciprocal()  # the neurons' squared scales before the norm is restored
+    keep = sq.sum((-2, -1), keepdim=True) / (sq * inv).sum((-2, -1), keepdim=True).clamp_min(1e-20)
+    return (inv * keep).sqrt()
 
 
 class Muon(torch.optim.Optimizer):
@@ -908,12 +911,12 @@ class Muon(torch.optim.Optimizer):
                 torch._foreach_add_(bufs, grads)
                 g = torch.stack(torch._foreach_add(grads, bufs, alpha=m))
                 g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)  # equal rows: better conditioned for few steps
-                update = neuron_normalised(newton_schulz(g, group["ns_steps"]), self.state[stack[0]]["second"][lo:hi],
-                                           self.neuron_beta2)
+                update = newton_schulz(g, group["ns_steps"])
+                scales = neuron_scales(update, self.state[stack[0]]["second"][lo:hi], self.neuron_beta2)
                 mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
-                mine.copy_(update)
                 if shape[0] > shape[1]:
-                    mine.mul_((shape[0] / shape[1]) ** 0.5)
+                    scales = scales * (shape[0] / shape[1]) ** 0.5
+                torch.mul(update, scales, out=mine)
             start += len(stack) * shape.numel()
         if world > 1:
             dist.all_reduce(flat)

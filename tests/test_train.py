@@ -37,13 +37,14 @@ def test_newton_schulz_treats_a_stack_as_separate_matrices():
     assert torch.allclose(train_gpt.newton_schulz(G, 5), each, atol=1e-5)
 
 
-def muon_first_update(grad: torch.Tensor, beta2: float) -> torch.Tensor:
-    """The update of Muon's first step by the lines it stands for: rows to unit norm, Newton-Schulz, NorMuon from
-    zero mean squares, then the tall matrices' aspect gain."""
+def muon_first_update(grad: torch.Tensor) -> torch.Tensor:
+    """Muon's first update by its definition: rows to unit norm, Newton-Schulz, then each neuron (row of a tall or
+    square matrix, column of a wide one) divided by its RMS (NorMuon's running mean square starts as this step's,
+    times a constant the norm's restoration cancels), the update's norm restored, the tall matrices' aspect gain."""
     u = train_gpt.newton_schulz(grad / grad.norm(dim=1, keepdim=True), 5)
     n, k = grad.shape
-    u = train_gpt.neuron_normalised(u[None], torch.zeros(1, n if n >= k else 1, 1 if n >= k else k), beta2)[0]
-    return u * max(1, n / k) ** 0.5
+    scaled = u / u.square().mean(dim=1 if n >= k else 0, keepdim=True).sqrt()
+    return scaled * u.norm() / scaled.norm() * max(1, n / k) ** 0.5
 
 
 def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
@@ -54,7 +55,7 @@ def test_muon_first_step_is_the_scaled_orthogonalised_gradient():
     before = [p.detach().clone() for p in params]
     train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5, neuron_beta2=0.95).step()
     for p, p0 in zip(params, before):
-        update = muon_first_update(p.grad, 0.95)
+        update = muon_first_update(p.grad)
         assert torch.allclose(p.detach(), p0 * (1 - 0.1 * 0.5) - 0.1 * update, atol=1e-5)
 
 
