@@ -869,13 +869,12 @@ def newton_schulz(G: Tensor, steps: int) -> Tensor:
 
 
 def neuron_scales(update: Tensor, second: Tensor, beta2: float) -> Tensor:
-    """NorMuon's factor for each neuron of a stack of orthogonalised updates (the rows of tall matrices, the columns
-    of wide ones): one over its running RMS kept in `second`, times the gain that keeps each update's norm. Both
-    come from the neurons' sums of squares, so the update is read once here and once where it is scaled."""
+    """NorMuon: each neuron's factor (rows of tall matrices, columns of wide ones), one over its running RMS times the
+    gain that keeps the update's norm, both from the neurons' sums of squares: one read of the update."""
     dim = -1 if update.size(-2) >= update.size(-1) else -2
     sq = torch.linalg.vector_norm(update, dim=dim, keepdim=True, dtype=torch.float32).square()
     second.lerp_(sq / update.size(dim), 1 - beta2)
-    inv = second.clamp_min(1e-10).reciprocal()  # the neurons' squared scales before the norm is restored
+    inv = second.clamp_min(1e-10).reciprocal()
     keep = sq.sum((-2, -1), keepdim=True) / (sq * inv).sum((-2, -1), keepdim=True).clamp_min(1e-20)
     return (inv * keep).sqrt()
 
