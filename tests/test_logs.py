@@ -72,6 +72,43 @@ def test_table_gives_each_seed_a_row_and_their_mean_against_the_baseline(tmp_pat
     assert "mean of 2 of ours - baseline: -0.04000 bpb" in out
 
 
+def test_a_variant_gets_its_own_rows_mean_and_seed_by_seed_difference_to_the_defaults(tmp_path, capsys):
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.zeros(20_000, dtype=np.int64))
+    runner = "env_overrides: DATA_PATH=/p MAX_WALLCLOCK_SECONDS=280 RUN_ID=r TRAIN_BATCH_TOKENS=98304"
+    runs = {"d1": (runner, "1.45"), "d2": (runner + " SEED=1338", "1.46"),
+            "v1": (runner + " MATRIX_LR=0.02", "1.44"), "v2": (runner + " MATRIX_LR=0.02 SEED=1338", "1.43"),
+            "batch": ("env_overrides: TRAIN_BATCH_TOKENS=196608", "1.47")}
+    for name, (overrides, bpb) in runs.items():
+        (tmp_path / f"{name}.log").write_text(overrides + "\n" + OURS.replace("val_bpb:1.45000000", f"val_bpb:{bpb}"))
+    for name, text in (("b.log", BASELINE), ("m.log", RESCORED)):
+        (tmp_path / name).write_text(text)
+    compare_table.main(str(tmp_path), *(str(tmp_path / f"{n}.log") for n in ("b", "m", *runs)))
+    out = capsys.readouterr().out
+    assert "ours MATRIX_LR=0.02, seed 1338 - baseline, post-quantization, our metric: -0.06000 bpb" in out
+    assert "mean of 2 of ours - baseline: -0.03500 bpb" in out  # the defaults' seeds only
+    assert "mean of 2 of ours MATRIX_LR=0.02 - baseline: -0.05500 bpb" in out
+    assert "ours MATRIX_LR=0.02 - ours, seeds 1337, 1338: -0.01000, -0.03000 (mean -0.02000 bpb)" in out
+    assert "ours TRAIN_BATCH_TOKENS=196608, seed 1337 - baseline" in out  # not the proxy's batch: a variant
+    assert "TRAIN_BATCH_TOKENS=196608 - ours, seeds 1337: +0.02000 (mean +0.02000 bpb)" in out
+    (tmp_path / "v1_again.log").write_text((tmp_path / "v1.log").read_text())
+    with pytest.raises(SystemExit, match="two logs of ours MATRIX_LR=0.02, seed 1337"):
+        compare_table.main(str(tmp_path), *(str(tmp_path / f"{n}.log") for n in ("b", "m", "v1", "v1_again")))
+
+
+def test_compare_proxy_names_a_variants_log_after_its_settings(tmp_path):
+    fake = tmp_path / "bin" / "python3"  # stands in for the training run: prints the run's name and settings
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "run $RUN_ID seed $SEED lr $MATRIX_LR"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, OUT=str(tmp_path), PATH=f"{fake.parent}:{os.environ['PATH']}")
+    script = str(ROOT / "scripts" / "bench" / "compare_proxy.sh")
+    run = subprocess.run(["bash", script, "ours", "SEED=1338", "MATRIX_LR=0.02"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    log = tmp_path / "cmp_ours_s1338_MATRIX_LR-0.02.log"
+    assert log.read_text() == "run cmp_ours_s1338_MATRIX_LR-0.02 seed 1338 lr 0.02\n"
+
+
 def test_an_unfinished_log_or_a_missing_proxy_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no fineweb_train_"):
         compare_table.train_tokens(str(tmp_path))
