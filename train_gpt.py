@@ -78,6 +78,7 @@ class Hyperparameters:
     lr_warmup_steps = 20
     warmdown_frac = 0.4
     short_seq_frac = 0.0  # trial: the budget's first fraction trains at half TRAIN_SEQ_LEN, the batch's tokens kept
+    batch_grow_frac = 0.0  # trial: the budget's last fraction at twice TRAIN_BATCH_TOKENS (twice the micro-batches)
     train_log_every = 50
     # evaluation
     eval_seq_len = 2048
@@ -1059,7 +1060,7 @@ def train(args, base_model, model, make_loader, device) -> dict:
     accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
     compile_warmup(args, base_model, model, make_loader, optimizers, accum, device)
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
-    step, elapsed, why, was_short = 0, 0.0, "iterations", False
+    step, tokens, elapsed, why, was_short, grown = 0, 0, 0.0, "iterations", False, False
     sync(device)
     t0 = time.perf_counter()
     while step < args.iterations:
@@ -1067,10 +1068,13 @@ def train(args, base_model, model, make_loader, device) -> dict:
         short = progress(step, elapsed, args) < args.short_seq_frac
         if short != was_short:
             log(f"train_seq_len:{args.train_seq_len // 2 if short else args.train_seq_len} from step {step + 1}")
+        if not grown and args.batch_grow_frac > 0 and progress(step, elapsed, args) >= 1 - args.batch_grow_frac:
+            accum, grown = 2 * accum, True  # a bigger batch late, when the gradient's noise costs more than steps do
+            log(f"batch_tokens:{2 * args.train_batch_tokens} from step {step + 1}")
         loss, was_short = train_step(model, loader, accum, device, short), short
         step_optimizers(optimizers)
         ema.update(base_model)
-        step += 1
+        step, tokens = step + 1, tokens + args.train_batch_tokens * (2 if grown else 1)
         # the slowest rank's clock for all: one LR schedule and one last step. Read on the CPU, ahead of the GPU
         # by the queued work (under a step): waiting for the GPU would idle it
         clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
@@ -1087,14 +1091,14 @@ def train(args, base_model, model, make_loader, device) -> dict:
                                          f"check data")
             log(f"step:{step}/{args.iterations} train_loss:{train_loss:.4f} lr_scale:{scale:.3f} train_time:"
                 f"{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
-                f"tok/s:{step * args.train_batch_tokens / elapsed:,.0f}")
+                f"tok/s:{tokens / elapsed:,.0f}")
         if capped:
             why = "wall-clock cap"
             break
     sync(device)
     elapsed = time.perf_counter() - t0
-    log(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s tokens:{step * args.train_batch_tokens:,}")
-    return {"ema": ema, "steps": step, "train_time": elapsed, "stopped_at": t0 + elapsed}
+    log(f"stopping: {why} after {step} steps, train_time:{elapsed:.1f}s tokens:{tokens:,}")
+    return {"ema": ema, "steps": step, "tokens": tokens, "train_time": elapsed, "stopped_at": t0 + elapsed}
 
 
 def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
@@ -1110,7 +1114,7 @@ def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
     make_loader = lambda: DistributedLoader(args.train_files, args.vocab_size, rank, world,  # noqa: E731
                                             args.micro_batch_seqs, args.train_seq_len, device)
     result = train(args, base_model, model, make_loader, device)
-    log(f"epochs:{result['steps'] * args.train_batch_tokens / train_tokens:.3f} of {train_tokens:,} train tokens")
+    log(f"epochs:{result['tokens'] / train_tokens:.3f} of {train_tokens:,} train tokens")
     if device.type == "cuda":
         log(f"peak_memory:{torch.cuda.max_memory_allocated(device) // 2**20} MiB")
     plain = GDNHybrid(args.model_config()).to(device)

@@ -76,7 +76,7 @@ def train_variant(args, device, train_tokens: int, ema_decays=()) -> tuple[tg.GD
     with mock.patch.object(tg, "EMA", ema_with_others(ema_decays)):  # train() builds its EMA by this name
         model, result = tg.train_model(args, device, train_tokens)
     stats = {"params": sum(p.numel() for p in model.parameters()), "steps": result["steps"],
-             "train_time": result["train_time"], "tokens": result["steps"] * args.train_batch_tokens,
+             "train_time": result["train_time"], "tokens": result["tokens"],
              "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
     others = {}
     for decay, ema in result["ema"].others.items():
