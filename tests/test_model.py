@@ -157,6 +157,23 @@ def test_tune_conv_launches_the_kernels_as_convqkv_does():
     assert torch.equal(written["dweight"].sum(0), dweight)
 
 
+@in_triton_interpreter
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # as above
+def test_tune_conv_times_versions_in_turns_after_checking_their_gradients(capsys, monkeypatch):
+    from scripts.bench import tune_conv
+    B, T, heads, D = 1, 70, 1, 16
+    x, weight, doc = random_conv_inputs(B, T, 3 * heads * D, "cpu", seed=7)
+    g = torch.randn(B, T, heads * D, generator=torch.Generator().manual_seed(8))
+    order = []
+    monkeypatch.setattr(tune_conv, "cuda_ms", lambda step, n: order.append(step) or 1.0 + 0.1 * len(order))
+    path = train_gpt.__file__
+    tune_conv.compare_versions([path, path], x, weight, doc.int(), g, heads, rounds=2)
+    out = capsys.readouterr().out
+    assert "dx max diff 0, dw max diff / max 0" in out
+    assert order[0] is order[3] and order[1] is order[2] and order[0] is not order[1]  # turns alternate
+    assert "1.200 1.300; median 1.250, 1.000x the first, faster in 1 of 2 rounds" in out  # 1.1, 1.2, then 1.3, 1.4
+
+
 def leaky_relu2(h, slope):
     return torch.where(h > 0, h, slope * h).square()
 

@@ -3,15 +3,21 @@
 and per step of ten GDN layers).
 
     python3 scripts/bench/tune_conv.py [--shape 48x2048] [--bt 16,32] [--warps 2,4]
+    python3 scripts/bench/tune_conv.py --code train_gpt.py,.prev/train_gpt.py [--rounds 6]
 
 Each kernel is launched on the same inputs as ConvQKV gives it (x = [q | k | v] projections, bf16, with
 a BOS about every 700 tokens); ConvQKV's own launch (BT = ConvQKV.BT; 4 warps, 2 for conv_bwd) is
 marked. Memory traffic floor: reading and writing each [B, T, 3d] bf16 tensor once, at 3.35 TB/s.
+--code instead times whole versions of ConvQKV (forward and backward through autograd, the weight-gradient
+partials' sum included) from each listed train_gpt.py, in turns: --rounds rounds of 30 calls, after checking that
+their gradients agree. It prints each round, each version's median, its ratio to the first, and in how many rounds
+it was faster.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -19,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import cuda_ms  # noqa: E402
+from scripts.common import cuda_ms, load_module  # noqa: E402
 
 H100_TBPS = 3.35
 
@@ -52,15 +58,51 @@ def launches(x, w, doc, g, heads, BT):
     }, {"v": out, "dx": dx, "dweight": dw_parts}
 
 
+def conv_step(tg, x, w, doc, g, heads):
+    """One ConvQKV forward and backward of this train_gpt version, g as each part's gradient."""
+    def step():
+        x.grad = w.grad = None
+        torch.autograd.backward(tg.ConvQKV.apply(x, w, doc, heads), (g, g, g))
+    return step
+
+
+def compare_versions(paths: list[str], x, w, doc, g, heads, rounds: int):
+    """Each version's ConvQKV timed in turns (a path may repeat: the same code twice shows the noise)."""
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    steps, grads = [], []
+    for i, path in enumerate(paths):
+        steps.append(conv_step(load_module(path, f"train_gpt_conv{i}"), x, w, doc, g, heads))
+        steps[i]()  # compiles
+        grads.append((x.grad.float(), w.grad.clone()))
+    for i in range(1, len(paths)):
+        dx, dw = (a - b for a, b in zip(grads[i], grads[0]))
+        print(f"{paths[i]} against {paths[0]}: dx max diff {dx.abs().max().item():.3g}, "
+              f"dw max diff / max {dw.abs().max().item() / grads[0][1].abs().max().item():.3g}")
+    ms = [[] for _ in paths]
+    for r in range(rounds):
+        for i in (range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))):  # alternate who goes first
+            ms[i].append(cuda_ms(steps[i], 30))
+    for path, times in zip(paths, ms):
+        med = statistics.median(times)
+        faster = sum(a < b for a, b in zip(times, ms[0]))
+        print(f"{path}: ms per layer {' '.join(f'{v:.3f}' for v in times)}; median {med:.3f}, "
+              f"{med / statistics.median(ms[0]):.3f}x the first, faster in {faster} of {rounds} rounds")
+
+
 def main():
     cli = argparse.ArgumentParser()
     cli.add_argument("--shape", default="48x2048")
     cli.add_argument("--bt", default="16,32")
     cli.add_argument("--warps", default="2,4")
+    cli.add_argument("--code", help="comma-separated train_gpt.py versions: time their ConvQKV in turns instead")
+    cli.add_argument("--rounds", type=int, default=6)
     a = cli.parse_args()
     args, device = tg.Hyperparameters(), torch.device("cuda")
     B, T = map(int, a.shape.split("x"))
     x, w, doc, g = inputs(B, T, args.model_dim, args.conv_size, device)
+    if a.code:
+        return compare_versions(a.code.split(","), x, w, doc, g, args.num_heads, a.rounds)
     layers = args.gdn_per_group * 2
     floor = {"conv_qkv_fwd": 2, "conv_qkv_bwd": 3, "conv_bwd": 3}  # [B, T, 3d] tensors read + written
     rows = []
