@@ -667,13 +667,14 @@ if triton is not None:
         bit = 1 << tl.arange(0, 8)
         if BACKWARD:
             m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
+            acc = tile_product(a, b, m0, n0, K, BM, BN, BK, True)  # r read after the K loop: no registers held over it
             grad = 2 * tl.sqrt(r.load([m0, n0]).to(tl.float32))
             if NEG_SLOPE != 0:
                 where, inside = sign_bits_offsets(m0, n0, M, N, BM, BN)
                 flags = tl.load(signs + where, mask=inside, other=0).to(tl.int32)
                 positive = tl.reshape((flags[:, :, None] & bit[None, None, :]) != 0, (BM, BN))
                 grad = tl.where(positive, grad, grad * -NEG_SLOPE)
-            out.store([m0, n0], (tile_product(a, b, m0, n0, K, BM, BN, BK, True) * grad).to(out.dtype))
+            out.store([m0, n0], (acc * grad).to(out.dtype))
         else:
             done = pid - programs  # the epilogue's own tile count, as in triton's persistent matmul
             for tile in tl.range(pid, tl.cdiv(M, BM) * n_tiles, programs, flatten=True):

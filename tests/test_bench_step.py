@@ -105,6 +105,16 @@ def test_bench_mlp_times_both_paths_at_each_slope():
                                                  "| modules, slope 0.5"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
+def test_bench_mlp_times_each_versions_fused_path():
+    run = subprocess.run([sys.executable, "scripts/bench/bench_mlp.py", "--slopes", "0", "--tokens", "4096",
+                          "--rounds", "2", "--calls", "2", "--code", "train_gpt.py,train_gpt.py"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split(" | ")[0] for line in run.stdout.splitlines() if line.startswith("| fused")]
+    assert rows == ["| fused, slope 0, 0: train_gpt.py", "| fused, slope 0, 1: train_gpt.py"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is what a machine without a GPU sees")
 def test_bench_mlp_says_what_it_needs_without_a_gpu():
     run = subprocess.run([sys.executable, "scripts/bench/bench_mlp.py"], cwd=ROOT, capture_output=True, text=True,

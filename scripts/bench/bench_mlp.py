@@ -5,6 +5,9 @@ those rows bound that path from above). Rounds alternate the variants, so a drif
 prints each variant's median ms a call and peak memory above the inputs.
 
     python3 scripts/bench/bench_mlp.py --slopes 0,0.5 --rounds 5 --calls 50
+    python3 scripts/bench/bench_mlp.py --slopes 0 --code train_gpt.py,.prev/train_gpt.py
+
+--code times the fused path of each listed train_gpt.py version instead (the same weights and inputs), in turns.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import cuda_ms  # noqa: E402
+from scripts.common import cuda_ms, load_module  # noqa: E402
 
 
 def mlp_call(mlp: tg.MLP, x: torch.Tensor, g: torch.Tensor, fused: bool):
@@ -33,6 +36,7 @@ def main(argv=None):
     cli.add_argument("--tokens", type=int, default=98_304, help="rows of one call (48 x 2048: the proxy's step)")
     cli.add_argument("--rounds", type=int, default=5)
     cli.add_argument("--calls", type=int, default=50, help="timed calls a round, after as many untimed")
+    cli.add_argument("--code", help="comma-separated train_gpt.py versions: their fused paths side by side")
     opt = cli.parse_args(argv)
     if not torch.cuda.is_available() or tg.triton is None:
         raise SystemExit("bench_mlp.py times the fused kernels: it needs a CUDA GPU and Triton")
@@ -41,14 +45,21 @@ def main(argv=None):
     x = torch.randn(opt.tokens, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     g = torch.randn(opt.tokens, dim, device="cuda", dtype=torch.bfloat16)
     variants = {}
+    versions = [(path, load_module(path, f"train_gpt_mlp{i}")) for i, path in enumerate(opt.code.split(","))] \
+        if opt.code else [("", tg)]
     for slope in (float(s) for s in opt.slopes.split(",")):
+        torch.manual_seed(0)
         mlp = tg.MLP(dim, args.mlp_mult, slope).cuda()
         torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to differentiate
-        variants[f"fused, slope {slope:g}"] = (mlp, True)
-        variants[f"modules, slope {slope:g}"] = (mlp, False)
+        for i, (path, module) in enumerate(versions):
+            version = module.MLP(dim, args.mlp_mult, slope).cuda()
+            version.load_state_dict(mlp.state_dict())
+            variants[f"fused, slope {slope:g}" + (f", {i}: {path}" if path else "")] = (version, True)
+        if not opt.code:
+            variants[f"modules, slope {slope:g}"] = (mlp, False)
     times, peaks = {name: [] for name in variants}, {}
     for rnd in range(opt.rounds):
-        for name, (mlp, fused) in variants.items():
+        for name, (mlp, fused) in (variants.items() if rnd % 2 == 0 else reversed(variants.items())):
             call = lambda: mlp_call(mlp, x, g, fused)  # noqa: E731
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 cuda_ms(call, opt.calls)  # warm-up: compilation of the kernels, the allocator's pools
