@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def cuda_ms(fn, n):
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / n
+
+
+def paired_summary(times: list[list[float]]) -> list[tuple[float, float, float, int]]:
+    """Per version (ms of each round): median, minimum, median difference to the first version within a round,
+    and the rounds in which it was faster than the first."""
+    first = times[0]
+    return [(statistics.median(t), min(t), statistics.median(a - b for a, b in zip(t, first)),
+             sum(a < b for a, b in zip(t, first))) for t in times]
+
 
 # ---------------------------------------------------------------- references
 

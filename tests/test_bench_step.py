@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from scripts import common
 from scripts.bench import bench_step, inductor_tables
 
 
@@ -44,7 +45,7 @@ def test_bench_step_rounds_time_the_versions_in_turns(tmp_path):
 
 def test_paired_summary_compares_each_round_with_the_first_version():
     times = [[10.0, 11.0, 12.0], [9.0, 12.0, 11.0], [10.0, 10.0, 10.0]]
-    assert bench_step.paired_summary(times) == [(11.0, 10.0, 0.0, 0), (11.0, 9.0, -1.0, 2), (10.0, 10.0, -1.0, 2)]
+    assert common.paired_summary(times) == [(11.0, 10.0, 0.0, 0), (11.0, 9.0, -1.0, 2), (10.0, 10.0, -1.0, 2)]
 
 
 def test_inductor_tables_keeps_each_graphs_first_table_under_its_compile_id():

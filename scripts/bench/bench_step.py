@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
-from scripts.common import cuda_ms, load_module  # noqa: E402
+from scripts.common import cuda_ms, load_module, paired_summary  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4
 
@@ -263,14 +262,6 @@ def print_profile(families: dict, heaviest: list, idle: tuple, step_ms: float):
     print(f"GPU idle between kernels: {idle[0]:.2f} ms per step; the kernels it waited for longest (idle ms per step):")
     for name, ms in idle[1]:
         print(f"  {ms:>7.2f}  {kernel_family(name)[:12]:<13}{name[:110]}")
-
-
-def paired_summary(times: list[list[float]]) -> list[tuple[float, float, float, int]]:
-    """Per version (ms of each round): median, minimum, median difference to the first version within a round,
-    and the rounds in which it was faster than the first."""
-    first = times[0]
-    return [(statistics.median(t), min(t), statistics.median(a - b for a, b in zip(t, first)),
-             sum(a < b for a, b in zip(t, first))) for t in times]
 
 
 def interleaved(codes: list[str], shape: str, steps: int, rounds: int, device):

@@ -17,7 +17,6 @@ it was faster.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import cuda_ms, load_module  # noqa: E402
+from scripts.common import cuda_ms, load_module, paired_summary  # noqa: E402
 
 H100_TBPS = 3.35
 
@@ -83,11 +82,10 @@ def compare_versions(paths: list[str], x, w, doc, g, heads, rounds: int):
     for r in range(rounds):
         for i in (range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))):  # alternate who goes first
             ms[i].append(cuda_ms(steps[i], 30))
-    for path, times in zip(paths, ms):
-        med = statistics.median(times)
-        faster = sum(a < b for a, b in zip(times, ms[0]))
+    summary = paired_summary(ms)
+    for path, times, (med, _, _, faster) in zip(paths, ms, summary):
         print(f"{path}: ms per layer {' '.join(f'{v:.3f}' for v in times)}; median {med:.3f}, "
-              f"{med / statistics.median(ms[0]):.3f}x the first, faster in {faster} of {rounds} rounds")
+              f"{med / summary[0][0]:.3f}x the first, faster in {faster} of {rounds} rounds")
 
 
 def main():
