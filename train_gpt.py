@@ -1066,11 +1066,12 @@ def train(args, base_model, model, make_loader, device) -> dict:
     t0 = time.perf_counter()
     while step < args.iterations:
         scale = set_schedule(optimizers, step, elapsed, args)
-        short = progress(step, elapsed, args) < args.short_seq_frac
+        done = progress(step, elapsed, args)
+        short = done < args.short_seq_frac
         if short != was_short:
             log(f"train_seq_len:{args.train_seq_len // 2 if short else args.train_seq_len} from step {step + 1}")
-        if not grown and args.batch_grow_frac > 0 and progress(step, elapsed, args) >= 1 - args.batch_grow_frac:
-            accum, grown = 2 * accum, True  # a bigger batch late, when the gradient's noise costs more than steps do
+        if not grown and args.batch_grow_frac > 0 and done >= 1 - args.batch_grow_frac:
+            accum, grown = 2 * accum, True  # late, the gradient's noise may cost more than fewer steps do
             log(f"batch_tokens:{2 * args.train_batch_tokens} from step {step + 1}")
         loss, was_short = train_step(model, loader, accum, device, short), short
         step_optimizers(optimizers)
