@@ -1,11 +1,12 @@
-"""Registers, shared memory and spills of train_gpt.py's relu^2 matmul kernels, each compiled by Triton for Hopper
-(sm_90) exactly as `relu2_launch` launches it at the training shape, and how many of its programs one SM holds.
-Needs Triton with its NVIDIA backend (ptxas ships with it), not a GPU: the launch is captured, not run.
+"""Registers, shared memory and spills of train_gpt.py's Triton kernels (the relu^2 matmuls, the conv's three),
+each compiled by Triton for Hopper (sm_90) exactly as train_gpt launches it at the training shape, and how many of
+its programs one SM holds. Needs Triton with its NVIDIA backend (ptxas ships with it), not a GPU: the launches are
+captured, not run.
 
     python3 scripts/bench/kernel_resources.py [--code train_gpt.py,.prev/train_gpt.py] [--slopes 0,0.5]
 
 A program that holds more registers than 65,536 / (2 x its threads) leaves one program on an SM where the shared
-memory would take two, and the SM has half the warps to hide its loads behind.
+memory would take two, and the SM has fewer warps to hide its loads behind.
 """
 
 from __future__ import annotations
@@ -28,35 +29,59 @@ from scripts.common import load_module  # noqa: E402
 REGS_PER_SM, SHARED_PER_SM, MAX_THREADS_PER_SM = 65_536, 233_472, 2048  # Hopper (H100, H200)
 
 
-def captured_launch(tg, direction: str, slope: float, tokens: int, dim: int, hidden: int) -> tuple[list, dict]:
-    """The positional and keyword arguments relu2_launch gives the kernel for one MLP product (bf16 inputs)."""
+def captured_launches(tg, names: list[str], run) -> list[tuple[str, tuple, dict]]:
+    """(kernel name, positional and keyword arguments) of every launch of the named kernels while run() runs."""
     calls = []
-    launcher = mock.MagicMock()
-    launcher.__getitem__.return_value = lambda *args, **kw: calls.append((args, kw))
+    patches = []
+    for name in names:
+        launcher = mock.MagicMock()
+        launcher.__getitem__.return_value = lambda *args, _name=name, **kw: calls.append((_name, args, kw))
+        patches.append(mock.patch.object(tg, name, launcher))
+    for p in patches:
+        p.start()
+    try:
+        run()
+    finally:
+        for p in patches:
+            p.stop()
+    return calls
+
+
+def mlp_launches(tg, slope: float, tokens: int, dim: int, hidden: int) -> list[tuple[str, tuple, dict]]:
+    """relu2_matmul_kernel's forward and backward launches for one MLP at the training shape (bf16 inputs)."""
     bf16 = dict(dtype=torch.bfloat16)
-    with mock.patch.object(tg, "relu2_matmul_kernel", launcher):
-        if direction == "forward":
-            tg.relu2_matmul(torch.zeros(tokens, dim, **bf16), torch.zeros(hidden, dim, **bf16).t(), slope)
-        else:
-            signs = torch.zeros((tokens, hidden // 8) if slope else (0,), dtype=torch.uint8)
-            tg.relu2_launch(torch.zeros(tokens, dim, **bf16), torch.zeros(dim, hidden, **bf16), slope,
-                            torch.zeros(tokens, hidden, **bf16), signs)
-    return calls[0]
+    signs = torch.zeros((tokens, hidden // 8) if slope else (0,), dtype=torch.uint8)
+    return captured_launches(tg, ["relu2_matmul_kernel"], lambda: (
+        tg.relu2_matmul(torch.zeros(tokens, dim, **bf16), torch.zeros(hidden, dim, **bf16).t(), slope),
+        tg.relu2_launch(torch.zeros(tokens, dim, **bf16), torch.zeros(dim, hidden, **bf16), slope,
+                        torch.zeros(tokens, hidden, **bf16), signs)))
+
+
+def conv_launches(tg, T: int, dim: int, heads: int, K: int) -> list[tuple[str, tuple, dict]]:
+    """ConvQKV's kernel launches, forward and backward, for one sequence of the training length."""
+    x = torch.zeros(1, T, 3 * dim, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.zeros(3 * dim, K, requires_grad=True)
+    doc = torch.zeros(1, T, dtype=torch.int32)
+
+    def run():
+        outs = tg.ConvQKV.apply(x, w, doc, heads)
+        torch.autograd.backward(outs, [torch.zeros_like(o) for o in outs])
+    return captured_launches(tg, ["conv_qkv_fwd_kernel", "conv_qkv_bwd_kernel", "conv_bwd_kernel"], run)
 
 
 def compile_for_hopper(kernel, args: list, kw: dict):
-    """The kernel compiled for sm_90 with the captured arguments' types and constants."""
+    """The kernel compiled for sm_90 as Triton's launcher would compile it for these arguments: the same binder
+    specialises them (constants, 16-byte alignment and divisibility hints), then the same compile call."""
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from triton.runtime.jit import mangle_type
-    options = {k: kw.pop(k) for k in ("num_warps", "num_stages") if k in kw}
-    values = dict(zip(kernel.arg_names, args)) | kw
-    constexprs = {name for name, p in zip(kernel.arg_names, kernel.params) if p.is_constexpr} | \
-        {name for name, v in values.items() if v is None}
-    signature = {name: "constexpr" if name in constexprs else mangle_type(v) for name, v in values.items()}
-    consts = {(kernel.arg_names.index(name),): values[name] for name in constexprs}
-    return triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", 90, 32), options=options)
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+    target = GPUTarget("cuda", 90, 32)
+    backend = make_backend(target)
+    bound, specialization, options = create_function_from_signature(kernel.signature, kernel.params, backend)(
+        *args, **kw)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kw, bound, specialization, options)
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
 
 
 def resources(compiled) -> dict:
@@ -82,17 +107,23 @@ def cubin_usage(cubin: bytes) -> dict[str, int]:
 
 
 def kernel_rows(code: str, slopes: list[float], name: str = "train_gpt_resources") -> list[dict]:
+    """One row per launch: the MLP's two relu^2 products at each slope, then ConvQKV's launches."""
     tg = load_module(code, name)
     args = tg.Hyperparameters()
     dim, hidden, tokens = args.model_dim, args.mlp_mult * args.model_dim, args.micro_batch_seqs * args.train_seq_len
+    launches = [(f"relu2 {'backward' if kw['BACKWARD'] else 'forward'}, slope {slope:g}", *call)
+                for slope in slopes for call in mlp_launches(tg, slope, tokens, dim, hidden) for kw in [call[2]]]
+    for kernel, args_, kw in conv_launches(tg, args.train_seq_len, dim, args.num_heads, args.conv_size):
+        names = getattr(tg, kernel).arg_names
+        launches.append((kernel + (f", part {args_[names.index('part')]}" if "part" in names else ""), kernel, args_, kw))
     rows = []
-    for slope in slopes:
-        for direction in ("forward", "backward"):
-            launch_args, kw = captured_launch(tg, direction, slope, tokens, dim, hidden)
-            tiles = f"{kw['BM']}x{kw['BN']}x{kw['BK']}, {kw['num_stages']} stages, {kw['num_warps']} warps"
-            compiled = compile_for_hopper(tg.relu2_matmul_kernel, list(launch_args), dict(kw))
-            rows.append({"code": code, "direction": direction, "slope": slope, "tiles": tiles,
-                         **resources(compiled)})
+    for label, kernel, launch_args, kw in launches:
+        kernel_fn = getattr(tg, kernel)
+        constants = {k: v for k, v in zip(kernel_fn.arg_names, launch_args) if k in ("BM", "BN", "BK", "BT")} | kw
+        config = ", ".join(f"{k} {v}" for k, v in constants.items() if k in ("BM", "BN", "BK", "BT", "num_warps",
+                                                                               "num_stages"))
+        compiled = compile_for_hopper(kernel_fn, list(launch_args), dict(kw))
+        rows.append({"code": code, "launch": label, "config": config or "defaults", **resources(compiled)})
     return rows
 
 
@@ -106,12 +137,12 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("kernel_resources.py compiles for sm_90: it needs Triton with its NVIDIA backend")
     slopes = [float(s) for s in opt.slopes.split(",")]
-    print("| code | product | slope | tiles | registers a thread | spilled B | shared B | programs an SM: "
+    print("| code | launch | settings | warps | registers a thread | spilled B | shared B | programs an SM: "
           "by registers / shared / threads |\n|---|---|---|---|---|---|---|---|")
     for i, code in enumerate(opt.code.split(",")):
         for r in kernel_rows(code, slopes, f"train_gpt_resources{i}"):
-            print(f"| {r['code']} | {r['direction']} | {r['slope']:g} | {r['tiles']} | {r['registers']} | "
-                  f"{'-' if r['spilled'] is None else r['spilled']} | {r['shared']:,} | "
+            print(f"| {r['code']} | {r['launch']} | {r['config']} | {r['threads'] // 32} | {r['registers']} | "
+                  f"{r['spilled']} | {r['shared']:,} | "
                   f"{r['by_registers']} / {r['by_shared']} / {r['by_threads']} |", flush=True)
 
 
