@@ -111,19 +111,19 @@ def kernel_rows(code: str, slopes: list[float], name: str = "train_gpt_resources
     tg = load_module(code, name)
     args = tg.Hyperparameters()
     dim, hidden, tokens = args.model_dim, args.mlp_mult * args.model_dim, args.micro_batch_seqs * args.train_seq_len
-    launches = [(f"relu2 {'backward' if kw['BACKWARD'] else 'forward'}, slope {slope:g}", *call)
-                for slope in slopes for call in mlp_launches(tg, slope, tokens, dim, hidden) for kw in [call[2]]]
+    launches = [(f"relu2 {'backward' if call[2]['BACKWARD'] else 'forward'}, slope {slope:g}", *call)
+                for slope in slopes for call in mlp_launches(tg, slope, tokens, dim, hidden)]
     for kernel, args_, kw in conv_launches(tg, args.train_seq_len, dim, args.num_heads, args.conv_size):
         names = getattr(tg, kernel).arg_names
-        launches.append((kernel + (f", part {args_[names.index('part')]}" if "part" in names else ""), kernel, args_, kw))
+        part = f", part {args_[names.index('part')]}" if "part" in names else ""
+        launches.append((kernel + part, kernel, args_, kw))
     rows = []
     for label, kernel, launch_args, kw in launches:
         kernel_fn = getattr(tg, kernel)
         constants = {k: v for k, v in zip(kernel_fn.arg_names, launch_args) if k in ("BM", "BN", "BK", "BT")} | kw
-        config = ", ".join(f"{k} {v}" for k, v in constants.items() if k in ("BM", "BN", "BK", "BT", "num_warps",
-                                                                               "num_stages"))
+        config = ", ".join(f"{k} {v}" for k, v in constants.items() if k in ("BM", "BN", "BK", "BT", "num_stages"))
         compiled = compile_for_hopper(kernel_fn, list(launch_args), dict(kw))
-        rows.append({"code": code, "launch": label, "config": config or "defaults", **resources(compiled)})
+        rows.append({"code": code, "launch": label, "config": config, **resources(compiled)})
     return rows
 
 
