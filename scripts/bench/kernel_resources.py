@@ -12,6 +12,7 @@ memory would take two, and the SM has fewer warps to hide its loads behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -32,18 +33,11 @@ REGS_PER_SM, SHARED_PER_SM, MAX_THREADS_PER_SM = 65_536, 233_472, 2048  # Hopper
 def captured_launches(tg, names: list[str], run) -> list[tuple[str, tuple, dict]]:
     """(kernel name, positional and keyword arguments) of every launch of the named kernels while run() runs."""
     calls = []
-    patches = []
-    for name in names:
-        launcher = mock.MagicMock()
-        launcher.__getitem__.return_value = lambda *args, _name=name, **kw: calls.append((_name, args, kw))
-        patches.append(mock.patch.object(tg, name, launcher))
-    for p in patches:
-        p.start()
-    try:
+    with contextlib.ExitStack() as patches:
+        for name in names:
+            launcher = patches.enter_context(mock.patch.object(tg, name))
+            launcher.__getitem__.return_value = lambda *args, _name=name, **kw: calls.append((_name, args, kw))
         run()
-    finally:
-        for p in patches:
-            p.stop()
     return calls
 
 
