@@ -43,6 +43,32 @@ def test_bench_step_rounds_time_the_versions_in_turns(tmp_path):
     assert last[0].split()[0] == "../../train_gpt.py" and last[0].split()[-2:] == ["+0.00", "0/3"], last
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
+def test_bench_step_rounds_time_the_step_and_the_loop_in_turns(markov_data):
+    tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128",
+            "VOCAB_SIZE": "64", "DATA_PATH": str(markov_data)}
+    run = subprocess.run([sys.executable, "bench_step.py", "--shapes", "2x128", "--steps", "3", "--rounds", "2",
+                          "--variants", "train,loop"], cwd=ROOT / "scripts" / "bench", env={**os.environ, **tiny},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("round ") == 2 and "step:" not in run.stdout.split("round 1/2")[1], run.stdout[-3000:]
+    last = run.stdout.splitlines()[-2:]
+    assert last[0].split()[1] == "train" and last[1].split()[1] == "loop", last
+
+
+def test_time_in_turns_reverses_the_order_every_other_round(capsys):
+    calls = []
+
+    def timer(name, ms):
+        return name, lambda: calls.append(name) or ms.pop(0)
+    bench_step.time_in_turns([timer("a", [10.0, 12.0, 11.0]), timer("b", [9.0, 13.0, 10.0])], 3, 98_304, "note")
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["round 1/3: 10.0, 9.0 ms/step", "round 2/3: 12.0, 13.0 ms/step", "round 3/3: 11.0, 10.0 ms/step"]
+    assert out[-2].split() == ["a", "11.0", "10.0", "8,936,727", "+0.00", "0/3"]
+    assert out[-1].split() == ["b", "10.0", "9.0", "9,830,400", "-1.00", "2/3"]
+
+
 def test_paired_summary_compares_each_round_with_the_first_version():
     times = [[10.0, 11.0, 12.0], [9.0, 12.0, 11.0], [10.0, 10.0, 10.0]]
     assert common.paired_summary(times) == [(11.0, 10.0, 0.0, 0), (11.0, 9.0, -1.0, 2), (10.0, 10.0, -1.0, 2)]

@@ -5,10 +5,14 @@
 
 --code times other versions of the script side by side (e.g. `git show HEAD~1:train_gpt.py >
 .prev/train_gpt.py`; `.prev/` is ignored by git); the breakdown is of the first.
---rounds R instead builds each distinct --code version's 'train' step once (first shape), warms it up, then times
-them in turns, R rounds of --steps steps: drift of the machine (clocks, neighbours) then falls on every version
-alike, where one version after another read up to 10 ms apart for the same code. It prints each version's median
-and minimum, its median round-by-round difference to the first version, and in how many rounds it was faster.
+--rounds R instead builds each distinct --code version's --variants (default 'train') once (first shape), warms
+them up, then times them in turns, R rounds of --steps steps, every other round in reverse order: drift of the
+machine (clocks, neighbours) then falls on every version alike, where one version after another read up to 10 ms
+apart for the same code. It prints each one's median and minimum, its median round-by-round difference to the
+first, and in how many rounds it was faster. `--variants train,loop --rounds R` is the loop's cost beyond the
+step in turns; each loop round is a fresh train() call on the same model (new loader and optimizer state, its
+compile warm-up untimed), so the start-up of its first steps falls in every round: give it enough --steps
+(100 or more) that this weighs as little as it does over a real run.
 --profile N runs the profiler over N whole steps of that first version and prints the GPU time per
 step of each kernel family and of the --top heaviest kernels, and the GPU's idle time between kernels with the
 kernels it waited for longest (a wait before a kernel is host work not yet done): what the isolated part
@@ -114,18 +118,25 @@ def bench_step(tg, args, variant, B, T, steps, device):
     return model, opts, ema, {"ms": ms, "warmup_s": warm, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def bench_loop(tg, args, B, T, steps, device):
+def loop_runner(tg, args, B, T, steps, device):
+    """That version's own train() at accumulation 1 on the shards under DATA_PATH, on one model built once: each
+    call trains `steps` more steps (after train()'s untimed compile warm-up) and returns train()'s own ms a step."""
     loop = copy.copy(args)
     loop.micro_batch_seqs, loop.train_seq_len, loop.train_batch_tokens = B, T, B * T
     loop.iterations, loop.max_wallclock_seconds, loop.train_log_every = steps, 0.0, 10**9
     model = tg.build_model(loop, device)
     make_loader = lambda: tg.DistributedLoader(loop.train_files, loop.vocab_size, 0, 1, B, T, device)  # noqa: E731
+    return model, lambda: 1000 * tg.train(loop, model, model, make_loader, device)["train_time"] / steps
+
+
+def bench_loop(tg, args, B, T, steps, device):
+    """loop_runner's model and runner after its first call, with that call's result."""
+    model, run = loop_runner(tg, args, B, T, steps, device)
     torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    result = tg.train(loop, model, model, make_loader, device)
-    warmup_s = time.perf_counter() - t - result["train_time"]
-    return model, {"ms": 1000 * result["train_time"] / steps, "warmup_s": warmup_s,
-                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    ms = run()
+    return model, run, {"ms": ms, "warmup_s": time.perf_counter() - t - ms * steps / 1000,
+                        "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
 def part_times(tg, model, opts, ema, args, B, T, steps, device):
@@ -264,27 +275,41 @@ def print_profile(families: dict, heaviest: list, idle: tuple, step_ms: float):
         print(f"  {ms:>7.2f}  {kernel_family(name)[:12]:<13}{name[:110]}")
 
 
-def interleaved(codes: list[str], shape: str, steps: int, rounds: int, device):
-    """Every version's training step built once and timed in turns (--rounds); prints one table."""
-    B, T = map(int, shape.split("x"))
-    codes, fns = list(dict.fromkeys(codes)), []
-    for ci, code in enumerate(codes):
+def round_timers(codes: list[str], variants: list[str], B: int, T: int, steps: int, device) -> list[tuple]:
+    """(label, timer) for each distinct version and each variant ('loop': its train(); others: bench_step's step),
+    built and warmed up once; a call of a timer times `steps` more steps and returns their ms a step."""
+    timers = []
+    for ci, code in enumerate(dict.fromkeys(codes)):
         tg = load_module(code, f"train_gpt_v{ci}")
         args = tg.Hyperparameters()
-        model, opts, ema, r = bench_step(tg, args, "train", B, T, steps, device)
-        fns.append(step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID), device))
-        print(f"built {code}: warm-up {r['warmup_s']:.1f} s, {r['ms']:.1f} ms/step", flush=True)
-    times = [[] for _ in codes]
+        for variant in variants:
+            label = code if len(variants) == 1 else f"{code} {variant}"
+            if variant == "loop":
+                _, timer, r = bench_loop(tg, args, B, T, steps, device)
+            else:
+                model, opts, ema, r = bench_step(tg, args, variant, B, T, steps, device)
+                step = step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID), device)
+                timer = lambda step=step: cuda_ms(step, steps)  # noqa: E731
+            timers.append((label, timer))
+            print(f"built {label}: warm-up {r['warmup_s']:.1f} s, {r['ms']:.1f} ms/step", flush=True)
+    return timers
+
+
+def time_in_turns(timers: list[tuple], rounds: int, tokens: int, note: str):
+    """Calls the timers in turns, the order reversed every other round so that a drifting machine favours none;
+    prints each round and then one table against the first timer."""
+    times = [[] for _ in timers]
     for i in range(rounds):
-        for t, fn in zip(times, fns):
-            t.append(cuda_ms(fn, steps))
+        order = range(len(timers)) if i % 2 == 0 else reversed(range(len(timers)))
+        for j in order:
+            times[j].append(timers[j][1]())
         print(f"round {i + 1}/{rounds}: " + ", ".join(f"{t[-1]:.1f}" for t in times) + " ms/step", flush=True)
-    width = max(len(c) for c in codes) + 1
-    print(f"\ninterleaved, {shape}, {rounds} rounds of {steps} steps; difference and faster rounds against "
-          f"{codes[0]}\n{'code':<{width}}{'median ms':>10}{'min ms':>8}{'tok/s (median)':>15}{'diff ms':>9}"
-          f"{'faster':>8}")
-    for code, (med, low, diff, wins) in zip(codes, paired_summary(times)):
-        print(f"{code:<{width}}{med:>10.1f}{low:>8.1f}{B * T / med * 1000:>15,.0f}{diff:>+9.2f}{wins:>5}/{rounds}")
+    labels = [label for label, _ in timers]
+    width = max(len(label) for label in labels) + 1
+    print(f"\n{note}; difference and faster rounds against {labels[0]}\n{'version':<{width}}{'median ms':>10}"
+          f"{'min ms':>8}{'tok/s (median)':>15}{'diff ms':>9}{'faster':>8}")
+    for label, (med, low, diff, wins) in zip(labels, paired_summary(times)):
+        print(f"{label:<{width}}{med:>10.1f}{low:>8.1f}{tokens / med * 1000:>15,.0f}{diff:>+9.2f}{wins:>5}/{rounds}")
 
 
 def loader_ms(tg, args, B, T, device, steps):
@@ -298,7 +323,7 @@ def loader_ms(tg, args, B, T, device, steps):
 
 def main():
     cli = argparse.ArgumentParser()
-    cli.add_argument("--variants", default="eager,mlp,train")
+    cli.add_argument("--variants", help="comma-separated (default eager,mlp,train; with --rounds, train)")
     cli.add_argument("--shapes", default="48x2048")
     cli.add_argument("--steps", type=int, default=10)
     cli.add_argument("--breakdown", default="train", help="variant whose parts are timed ('' for none)")
@@ -307,8 +332,9 @@ def main():
     cli.add_argument("--who", type=int, default=0, help="with --profile: the ops that launched this many of them")
     cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"),
                      help="comma-separated versions of train_gpt.py to time side by side")
-    cli.add_argument("--rounds", type=int, default=0, help="time the versions' 'train' step in turns, this many rounds")
+    cli.add_argument("--rounds", type=int, default=0, help="time the versions' variants in turns, this many rounds")
     opt = cli.parse_args()
+    variants = (opt.variants or ("train" if opt.rounds else "eager,mlp,train")).split(",")
     if opt.breakdown == "loop":
         cli.error("--breakdown loop: the loop has no parts to time; break down 'train' instead")
     device = torch.device("cuda")
@@ -317,16 +343,20 @@ def main():
     logging.getLogger("train_gpt").setLevel(logging.INFO)
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     if opt.rounds:
-        return interleaved(opt.code.split(","), opt.shapes.split(",")[0], opt.steps, opt.rounds, device)
+        shape = opt.shapes.split(",")[0]
+        B, T = map(int, shape.split("x"))
+        timers = round_timers(opt.code.split(","), variants, B, T, opt.steps, device)
+        logging.getLogger("train_gpt").setLevel(logging.WARNING)  # the loop's own step lines, every round
+        return time_in_turns(timers, opt.rounds, B * T, f"in turns, {shape}, {opt.rounds} rounds of {opt.steps} steps")
     table, codes = [], opt.code.split(",")
     for ci, code in enumerate(codes):
         tg = load_module(code, f"train_gpt_v{ci}")
         args = tg.Hyperparameters()
         for shape in opt.shapes.split(","):
             B, T = map(int, shape.split("x"))
-            for variant in opt.variants.split(","):
+            for variant in variants:
                 if variant == "loop":  # needs shards: train_gpt's loader names what to set when there are none
-                    (model, r), opts, ema = bench_loop(tg, args, B, T, max(opt.steps, 20), device), None, None
+                    (model, _, r), opts, ema = bench_loop(tg, args, B, T, max(opt.steps, 20), device), None, None
                 else:
                     model, opts, ema, r = bench_step(tg, args, variant, B, T, opt.steps, device)
                 fpt = flops_per_token(tg, model, args, T)
