@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import ROOT
+import train_gpt
+from conftest import ROOT, tiny_args
 from scripts import common
 from scripts.bench import bench_step, inductor_tables
 
@@ -55,6 +56,17 @@ def test_bench_step_rounds_time_the_step_and_the_loop_in_turns(markov_data):
     assert rounds.count("round ") == 2 and "step:" not in rounds, run.stdout[-3000:]
     last = run.stdout.splitlines()[-2:]
     assert last[0].split()[1] == "train" and last[1].split()[1] == "loop", last
+
+
+def test_loop_runner_trains_its_one_model_further_at_every_call(markov_data, capsys):
+    model, run = bench_step.loop_runner(train_gpt, tiny_args(markov_data), 2, 64, 3, torch.device("cpu"))
+    seen = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):
+        assert run() > 0
+        now = [p.detach().clone() for p in model.parameters()]
+        assert any(not torch.equal(a, b) for a, b in zip(seen, now))
+        seen = now
+    assert capsys.readouterr().out.count("stopping: iterations after 3 steps, train_time:") == 2
 
 
 def test_time_in_turns_reverses_the_order_every_other_round(capsys):
