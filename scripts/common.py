@@ -114,6 +114,12 @@ def cuda_ms(fn, n):
     return start.elapsed_time(end) / n
 
 
+def turn_order(rnd: int, n: int) -> list[int]:
+    """The order in which n versions are timed in round rnd: reversed every other round, so that a drifting machine
+    favours none of them."""
+    return list(range(n)) if rnd % 2 == 0 else list(reversed(range(n)))
+
+
 def paired_summary(times: list[list[float]]) -> list[tuple[float, float, float, int]]:
     """Per version (ms of each round): median, minimum, median difference to the first version within a round,
     and the rounds in which it was faster than the first."""

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import cuda_ms, load_module  # noqa: E402
+from scripts.common import cuda_ms, load_module, turn_order  # noqa: E402
 
 
 def mlp_call(mlp: tg.MLP, x: torch.Tensor, g: torch.Tensor, fused: bool):
@@ -57,9 +57,9 @@ def main(argv=None):
             variants[f"fused, slope {slope:g}" + (f", {i}: {path}" if path else "")] = (version, True)
         if not opt.code:
             variants[f"modules, slope {slope:g}"] = (mlp, False)
-    times, peaks = {name: [] for name in variants}, {}
+    times, peaks, items = {name: [] for name in variants}, {}, list(variants.items())
     for rnd in range(opt.rounds):
-        for name, (mlp, fused) in (variants.items() if rnd % 2 == 0 else reversed(variants.items())):
+        for name, (mlp, fused) in (items[i] for i in turn_order(rnd, len(items))):
             call = lambda: mlp_call(mlp, x, g, fused)  # noqa: E731
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 cuda_ms(call, opt.calls)  # warm-up: compilation of the kernels, the allocator's pools

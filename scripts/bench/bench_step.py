@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
-from scripts.common import cuda_ms, load_module, paired_summary  # noqa: E402
+from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4
 
@@ -296,12 +296,10 @@ def round_timers(codes: list[str], variants: list[str], B: int, T: int, steps: i
 
 
 def time_in_turns(timers: list[tuple], rounds: int, tokens: int, note: str):
-    """Calls the timers in turns, the order reversed every other round so that a drifting machine favours none;
-    prints each round and then one table against the first timer."""
+    """Calls the timers in turns (turn_order); prints each round and then one table against the first timer."""
     times = [[] for _ in timers]
     for i in range(rounds):
-        order = range(len(timers)) if i % 2 == 0 else reversed(range(len(timers)))
-        for j in order:
+        for j in turn_order(i, len(timers)):
             times[j].append(timers[j][1]())
         print(f"round {i + 1}/{rounds}: " + ", ".join(f"{t[-1]:.1f}" for t in times) + " ms/step", flush=True)
     labels = [label for label, _ in timers]

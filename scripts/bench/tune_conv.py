@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 import train_gpt as tg  # noqa: E402
-from scripts.common import cuda_ms, load_module, paired_summary  # noqa: E402
+from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 H100_TBPS = 3.35
 
@@ -80,7 +80,7 @@ def compare_versions(paths: list[str], x, w, doc, g, heads, rounds: int):
               f"dw max diff / max {dw.abs().max().item() / grads[0][1].abs().max().item():.3g}")
     ms = [[] for _ in paths]
     for r in range(rounds):
-        for i in (range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))):  # alternate who goes first
+        for i in turn_order(r, len(paths)):
             ms[i].append(cuda_ms(steps[i], 30))
     summary = paired_summary(ms)
     for path, times, (med, _, _, faster) in zip(paths, ms, summary):
