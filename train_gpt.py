@@ -1063,6 +1063,7 @@ def train(args, base_model, model, make_loader, device) -> dict:
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
     step, tokens, elapsed, why, was_short, grown = 0, 0, 0.0, "iterations", False, False
     sync(device)
+    log(f"train_start_unix:{time.time():.1f}")  # lines the step lines' train_time up with a GPU sampler's clock
     t0 = time.perf_counter()
     while step < args.iterations:
         scale = set_schedule(optimizers, step, elapsed, args)
@@ -1118,7 +1119,8 @@ def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
     result = train(args, base_model, model, make_loader, device)
     log(f"epochs:{result['tokens'] / train_tokens:.3f} of {train_tokens:,} train tokens")
     if device.type == "cuda":
-        log(f"peak_memory:{torch.cuda.max_memory_allocated(device) // 2**20} MiB")
+        log(f"peak_memory:{torch.cuda.max_memory_allocated(device) // 2**20} MiB alloc_retries:"
+            f"{torch.cuda.memory_stats(device).get('num_alloc_retries', 0)}")  # each retry frees the cache, synced
     plain = GDNHybrid(args.model_config()).to(device)
     result["ema"].copy_to(plain)
     return plain, result

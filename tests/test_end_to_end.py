@@ -51,6 +51,9 @@ def test_two_rank_run_trains_quantizes_and_scores_once(run):
     assert "MODEL_DIM=64" in overrides and "GPTQ_BLOCK=32" in overrides
     assert not any(o.startswith("OMP_") for o in overrides)
     assert log.count("stopping: iterations after 25 steps") == 1
+    started = number(r"train_start_unix:([\d.]+)\n", log)  # the wall clock a GPU sampler's samples line up with
+    assert log.count("train_start_unix") == 1  # rank 0's
+    assert (work / "model.ptz").stat().st_mtime - 600 < started < (work / "model.ptz").stat().st_mtime
     budget = re.search(r"time_budget: training:([\d.]+)s after_training:([\d.]+)s limit:600s each within$", log, re.M)
     assert budget and float(budget.group(1)) == number(r"stopping: .*train_time:([\d.]+)s", log)
     parts = [number(tag + r" .*eval_time:([\d.]+)s", log)

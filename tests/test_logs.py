@@ -4,13 +4,14 @@ train_gpt.py, the challenge baseline and its rescoring."""
 import os
 import re
 import subprocess
+import time
 
 import numpy as np
 import pytest
 
 from conftest import ROOT
 from scripts.bench import compare_table
-from scripts.tools import summarize_logs
+from scripts.tools import step_pace, summarize_logs
 from shards import write_shard
 
 BASELINE = """train_batch_tokens:1000 train_seq_len:1024 iterations:20000
@@ -130,3 +131,71 @@ def test_compare_proxy_tables_every_seed_in_the_folder_and_refuses_an_unknown_mo
     assert "mean of 2 of ours - baseline: -0.03500 bpb" in (tmp_path / "compare_table.txt").read_text()
     wrong = subprocess.run(["bash", script, "tabel"], env=env, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "usage: compare_proxy.sh all|baseline|ours|table" in wrong.stderr
+
+
+def pace_log(ms_by_interval, start="train_start_unix:1000.0\n"):
+    """A training log: five steps of 100 ms, then step lines 50 steps apart at these ms a step (a warm-down from
+    the fourth), the times exact at the log's 0.1 s."""
+    lines, t = [start], 0.0
+    for step in range(1, 6):
+        t += 0.1
+        lines.append(f"step:{step}/900 train_loss:3.0 lr_scale:1.000 train_time:{t:.1f}s step_avg:1.0ms tok/s:1\n")
+    for i, ms in enumerate(ms_by_interval):
+        t += ms * (45 if i == 0 else 50) / 1000
+        lines.append(f"step:{50 * (i + 1)}/900 train_loss:3.0 lr_scale:{1.0 if i < 3 else 0.5:.3f} "
+                     f"train_time:{t:.1f}s step_avg:1.0ms tok/s:1\n")
+    return "".join(lines)
+
+
+def test_step_pace_finds_the_slow_stretches_and_what_they_cost():
+    runs = step_pace.intervals(pace_log([100, 100, 100, 120, 112, 100, 100, 110]))
+    assert len(runs) == 1 and [r[:2] for r in runs[0][:2]] == [(1, 50), (50, 100)]  # steps 2-5 too close
+    found = step_pace.pace(runs[0], 0.05)
+    assert found["median"] == pytest.approx(100) and (found["first"], found["last"]) == (1, 400)
+    assert found["mean"] == pytest.approx((100 * 249 + 120 * 50 + 112 * 50 + 110 * 50) / 399)
+    (a, b) = found["stretches"]
+    assert (a["first"], a["last"], a["lr_first"]) == (150, 250, 0.5)  # two slow intervals merged
+    assert a["lost_s"] == pytest.approx(1.0 + 0.6) and a["ms"] == pytest.approx(116)
+    assert (b["first"], b["last"]) == (350, 400) and b["lost_s"] == pytest.approx(0.5)
+    assert [(s["first"], s["last"]) for s in step_pace.pace(runs[0], 0.15)["stretches"]] == [(150, 200)]
+
+
+def test_step_pace_reads_each_run_of_a_log_apart_and_lines_up_the_gpu_samples(tmp_path, capsys):
+    text = pace_log([100, 100, 120, 100]) + pace_log([100] * 4, start="train_start_unix:2000.0\n")
+    (tmp_path / "r.log").write_text(text)
+    # the first run's slow interval (steps 100-150) spans train_time 10-16 s: the samples at 1011 and 1015
+    samples = [(1005.0, 1980, 50, 400, "0x0"), (1011.0, 1500, 70, 700, "0x4"), (1015.0, 1600, 72, 690, "0x4"),
+               (2005.0, 1980, 60, 500, "0x0")]
+    (tmp_path / "r_gpu.csv").write_text("".join(", ".join(map(str, s)) + "\n" for s in samples))
+    step_pace.main([str(tmp_path / "r.log")])
+    out = capsys.readouterr().out
+    assert "r.log run 1: steps 1-200 in 4 intervals, median 100.0 ms a step, mean 105.0; 1 stretches" in out
+    assert "steps 100-150  120.0 ms a step  lr_scale 1.000-1.000  +1.0 s  SM 1550 MHz, up to 72 C, 695 W, " \
+           "reasons 0x4 (2 samples)" in out
+    assert "r.log run 2: steps 1-200 in 4 intervals, median 100.0 ms a step, mean 100.0; 0 stretches" in out
+    assert "whole run: SM 1980 MHz, up to 60 C, 500 W, reasons 0x0 (1 samples)" in out  # run 2: its own clock
+    (tmp_path / "r_gpu.csv").write_text("1001.0, [Not Supported], 50, 400, 0x0\n")
+    with pytest.raises(SystemExit, match=r"r_gpu.csv:1: expected 'unix time, SM clock"):
+        step_pace.main([str(tmp_path / "r.log")])
+    (tmp_path / "other.log").write_text(OURS.replace("lr_scale", "lr"))
+    step_pace.main([str(tmp_path / "other.log")])
+    assert "other.log: no step lines with lr_scale and train_time" in capsys.readouterr().out
+
+
+def test_proxy_train_samples_the_gpu_beside_the_log_and_stops_sampling_with_the_run(tmp_path):
+    bin_ = tmp_path / "bin"  # a fake GPU tool, and a fake training run that lasts ~3 s
+    bin_.mkdir()
+    (bin_ / "nvidia-smi").write_text("#!/bin/sh\necho '1980, 55, 512.3, 0x0000000000000000'\n")
+    (bin_ / "python3").write_text("#!/bin/sh\nsleep 3\necho step:1/1\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    env = dict(os.environ, OUT=str(tmp_path), RUN_ID="r", PATH=f"{bin_}:{os.environ['PATH']}")
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "tools" / "proxy_train.sh")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"GPU samples: {tmp_path}/r_gpu.csv" in run.stdout and (tmp_path / "r.log").read_text() == "step:1/1\n"
+    samples = step_pace.gpu_samples(tmp_path / "r_gpu.csv")
+    assert 1 <= len(samples) <= 3 and samples[0][1:] == (1980.0, 55.0, 512.3, "0x0000000000000000")
+    count = len(samples)
+    time.sleep(2.5)  # the sampler was stopped with the run: nothing more is written
+    assert len(step_pace.gpu_samples(tmp_path / "r_gpu.csv")) == count

@@ -11,4 +11,17 @@ run=${RUN_ID:-proxy}
 export DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model RUN_ID=$run ARTIFACT_PATH=/tmp/$run.ptz \
        TRAIN_BATCH_TOKENS=${TRAIN_BATCH_TOKENS:-98304} MAX_WALLCLOCK_SECONDS=${SECONDS_BUDGET:-300} PYTHONUNBUFFERED=1
 for kv in "$@"; do export "${kv?}"; done
+# Every 2 s, the Unix time and the GPU's SM clock, temperature, power and clock-event reasons, beside the log:
+# scripts/tools/step_pace.py reads the run's slow stretches of steps against them.
+if command -v nvidia-smi > /dev/null; then
+  while :; do
+    printf '%s, ' "$(date +%s.%N)"
+    nvidia-smi -i 0 --format=csv,noheader,nounits \
+      --query-gpu=clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active || exit
+    sleep 2
+  done > "$OUTDIR/${run}_gpu.csv" 2>&1 &
+  sampler=$!
+  trap 'kill $sampler 2> /dev/null' EXIT
+  echo "GPU samples: $OUTDIR/${run}_gpu.csv"
+fi
 python3 train_gpt.py 2>&1 | tee "$OUTDIR/$run.log"
