@@ -14,12 +14,12 @@ for kv in "$@"; do export "${kv?}"; done
 # Every 2 s, the Unix time and the GPU's SM clock, temperature, power and clock-event reasons, beside the log:
 # scripts/tools/step_pace.py reads the run's slow stretches of steps against them.
 if command -v nvidia-smi > /dev/null; then
-  while :; do
-    printf '%s, ' "$(date +%s.%N)"
-    nvidia-smi -i 0 --format=csv,noheader,nounits \
-      --query-gpu=clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active || exit
+  while :; do  # each sample written whole in one line, so that stopping the sampler leaves no half line
+    sample="$(date +%s.%N), $(nvidia-smi -i 0 --format=csv,noheader,nounits \
+      --query-gpu=clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active 2>&1)" || { echo "$sample"; exit; }
+    echo "$sample"
     sleep 2
-  done > "$OUTDIR/${run}_gpu.csv" 2>&1 &
+  done > "$OUTDIR/${run}_gpu.csv" &
   sampler=$!
   trap 'kill $sampler 2> /dev/null' EXIT
   echo "GPU samples: $OUTDIR/${run}_gpu.csv"
