@@ -102,8 +102,8 @@ def main(argv=None):
     opt = cli.parse_args(argv)
     for path in map(Path, opt.logs):
         text = path.read_text(encoding="utf-8")
-        runs, starts, sampler = intervals(text), [float(t) for t in START.findall(text)], path.with_name(
-            path.stem + "_gpu.csv")
+        runs, starts = intervals(text), [float(t) for t in START.findall(text)]
+        sampler = path.with_name(path.stem + "_gpu.csv")  # where proxy_train.sh's sampler writes
         if not runs:
             print(f"{path.name}: no step lines with lr_scale and train_time: not a train_gpt.py training log")
         samples = gpu_samples(sampler) if sampler.is_file() else None
