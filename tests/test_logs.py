@@ -174,6 +174,9 @@ def test_step_pace_reads_each_run_of_a_log_apart_and_lines_up_the_gpu_samples(tm
            "reasons 0x4 (2 samples)" in out
     assert "r.log run 2: steps 1-200 in 4 intervals, median 100.0 ms a step, mean 100.0; 0 stretches" in out
     assert "whole run: SM 1980 MHz, up to 60 C, 500 W, reasons 0x0 (1 samples)" in out  # run 2: its own clock
+    (tmp_path / "r_gpu.csv").write_text("".join(", ".join(map(str, s)) + ", 700.00\n" for s in samples))
+    step_pace.main([str(tmp_path / "r.log")])  # the sampler's newer files end with the board's power limit
+    assert "+1.0 s  SM 1550 MHz, up to 72 C, 695 W of 700, reasons 0x4 (2 samples)" in capsys.readouterr().out
     (tmp_path / "r_gpu.csv").write_text("1001.0, [Not Supported], 50, 400, 0x0\n")
     with pytest.raises(SystemExit, match=r"r_gpu.csv:1: expected 'unix time, SM clock"):
         step_pace.main([str(tmp_path / "r.log")])
@@ -185,7 +188,10 @@ def test_step_pace_reads_each_run_of_a_log_apart_and_lines_up_the_gpu_samples(tm
 def test_proxy_train_samples_the_gpu_beside_the_log_and_stops_sampling_with_the_run(tmp_path):
     bin_ = tmp_path / "bin"  # a fake GPU tool, and a fake training run that lasts ~3 s
     bin_.mkdir()
-    (bin_ / "nvidia-smi").write_text("#!/bin/sh\necho '1980, 55, 512.3, 0x0000000000000000'\n")
+    (bin_ / "nvidia-smi").write_text(  # answers each field the sampler asks for, in the order asked
+        "#!/bin/sh\necho \"$*\" | sed -n 's/.*--query-gpu=\\([^ ]*\\).*/\\1/p' | sed 's/clocks.sm/1980/; "
+        "s/temperature.gpu/55/; s/power.draw/512.3/; s/clocks_event_reasons.active/0x0000000000000000/; "
+        "s/power.limit/700.00/; s/,/, /g'\n")
     (bin_ / "python3").write_text("#!/bin/sh\nsleep 3\necho step:1/1\n")
     for f in bin_.iterdir():
         f.chmod(0o755)
@@ -195,7 +201,7 @@ def test_proxy_train_samples_the_gpu_beside_the_log_and_stops_sampling_with_the_
     assert run.returncode == 0, run.stderr
     assert f"GPU samples: {tmp_path}/r_gpu.csv" in run.stdout and (tmp_path / "r.log").read_text() == "step:1/1\n"
     samples = step_pace.gpu_samples(tmp_path / "r_gpu.csv")
-    assert 1 <= len(samples) <= 3 and samples[0][1:] == (1980.0, 55.0, 512.3, "0x0000000000000000")
+    assert 1 <= len(samples) <= 3 and samples[0][1:] == (1980.0, 55.0, 512.3, "0x0000000000000000", 700.0)
     count = len(samples)
     time.sleep(2.5)  # the sampler was stopped with the run: nothing more is written
     assert len(step_pace.gpu_samples(tmp_path / "r_gpu.csv")) == count

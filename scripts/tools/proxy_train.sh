@@ -11,12 +11,13 @@ run=${RUN_ID:-proxy}
 export DATA_PATH=$DATA TOKENIZER_PATH=$DATA/tokenizer.model RUN_ID=$run ARTIFACT_PATH=/tmp/$run.ptz \
        TRAIN_BATCH_TOKENS=${TRAIN_BATCH_TOKENS:-98304} MAX_WALLCLOCK_SECONDS=${SECONDS_BUDGET:-300} PYTHONUNBUFFERED=1
 for kv in "$@"; do export "${kv?}"; done
-# Every 2 s, the Unix time and the GPU's SM clock, temperature, power and clock-event reasons, beside the log:
-# scripts/tools/step_pace.py reads the run's slow stretches of steps against them.
+# Every 2 s, the Unix time and the GPU's SM clock, temperature, power, clock-event reasons and power limit go
+# beside the log: scripts/tools/step_pace.py reads the run's slow stretches of steps against them.
 if command -v nvidia-smi > /dev/null; then
+  query=clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active,power.limit
   while :; do  # each sample written whole in one line, so that stopping the sampler leaves no half line
-    sample="$(date +%s.%N), $(nvidia-smi -i 0 --format=csv,noheader,nounits \
-      --query-gpu=clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active 2>&1)" || { echo "$sample"; exit; }
+    sample="$(date +%s.%N), $(nvidia-smi -i 0 --format=csv,noheader,nounits --query-gpu=$query 2>&1)" || {
+      echo "$sample"; exit; }
     echo "$sample"
     sleep 2
   done > "$OUTDIR/${run}_gpu.csv" &

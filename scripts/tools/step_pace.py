@@ -2,8 +2,9 @@
 cumulative train_time, logged to 0.1 s: ~2 ms of resolution over 50 steps), their median, and the stretches of
 intervals at least --slow above it, each with the seconds it cost over the median and its learning-rate scale.
 Where the GPU sampler of scripts/tools/proxy_train.sh left NAME_gpu.csv beside NAME.log, each stretch and the
-whole run also get the GPU's median SM clock, its highest temperature, its mean power and the clock-event reasons
-seen (nvidia-smi's bit mask; 0x0: none), lined up by the log's train_start_unix.
+whole run also get the GPU's median SM clock, its highest temperature, its mean power (of the board's power limit,
+where the file records it) and the clock-event reasons seen (nvidia-smi's bit mask; 0x0: none; 0x4: the power
+cap), lined up by the log's train_start_unix.
 
   python3 scripts/tools/step_pace.py logs/*.log [--slow 0.05]
 """
@@ -57,16 +58,18 @@ def pace(rows: list, slow: float) -> dict:
                 t_first=rows[0][4], t_last=rows[-1][5], stretches=slow_stretches(rows, median, slow))
 
 
-def gpu_samples(path: Path) -> list[tuple[float, float, float, float, str]]:
-    """(unix time, SM clock MHz, temperature C, power W, reasons) per line of the sampler's file."""
+def gpu_samples(path: Path) -> list[tuple[float, float, float, float, str, float | None]]:
+    """(unix time, SM clock MHz, temperature C, power W, reasons, power limit W) per line of the sampler's file; the
+    limit None in files from before the sampler recorded it."""
     out = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         parts = [p.strip() for p in line.split(",")]
         try:
-            out.append((float(parts[0]), float(parts[1]), float(parts[2]), float(parts[3]), parts[4]))
+            limit = float(parts[5]) if len(parts) > 5 else None
+            out.append((float(parts[0]), float(parts[1]), float(parts[2]), float(parts[3]), parts[4], limit))
         except (ValueError, IndexError):
-            raise SystemExit(f"{path}:{n}: expected 'unix time, SM clock, temperature, power, reasons' as "
-                             f"scripts/tools/proxy_train.sh writes them, got {line!r}") from None
+            raise SystemExit(f"{path}:{n}: expected 'unix time, SM clock, temperature, power, reasons[, power limit]' "
+                             f"as scripts/tools/proxy_train.sh writes them, got {line!r}") from None
     return out
 
 
@@ -74,8 +77,10 @@ def gpu_summary(samples: list, start: float, t_first: float, t_last: float) -> s
     seen = [s for s in samples if start + t_first <= s[0] <= start + t_last]
     if not seen:
         return "no GPU sample in this window"
+    limits = sorted({s[5] for s in seen if s[5] is not None})
+    of_limit = " of " + "/".join(f"{w:.0f}" for w in limits) if limits else ""
     return (f"SM {statistics.median(s[1] for s in seen):.0f} MHz, up to {max(s[2] for s in seen):.0f} C, "
-            f"{statistics.fmean(s[3] for s in seen):.0f} W, reasons {' '.join(sorted({s[4] for s in seen}))} "
+            f"{statistics.fmean(s[3] for s in seen):.0f} W{of_limit}, reasons {' '.join(sorted({s[4] for s in seen}))} "
             f"({len(seen)} samples)")
 
 
