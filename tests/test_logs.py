@@ -181,6 +181,7 @@ def test_step_pace_reads_each_run_of_a_log_apart_and_lines_up_the_gpu_samples(tm
     with pytest.raises(SystemExit, match=r"r_gpu.csv:1: expected 'unix time, SM clock"):
         step_pace.main([str(tmp_path / "r.log")])
     (tmp_path / "other.log").write_text(OURS.replace("lr_scale", "lr"))
+    (tmp_path / "other_gpu.csv").write_text("1001.0, 1980 MHz, 50, 400 W, 0x0\n")  # not read: no steps to line up
     step_pace.main([str(tmp_path / "other.log")])
     assert "other.log: no step lines with lr_scale and train_time" in capsys.readouterr().out
 

@@ -111,6 +111,7 @@ def main(argv=None):
         sampler = path.with_name(path.stem + "_gpu.csv")  # where proxy_train.sh's sampler writes
         if not runs:
             print(f"{path.name}: no step lines with lr_scale and train_time: not a train_gpt.py training log")
+            continue
         samples = gpu_samples(sampler) if sampler.is_file() else None
         if samples is not None and len(starts) != len(runs):
             print(f"{path.name}: {sampler.name} left out: {len(starts)} train_start_unix lines for {len(runs)} runs")
