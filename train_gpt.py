@@ -78,7 +78,6 @@ class Hyperparameters:
     lr_warmup_steps = 20
     warmdown_frac = 0.4
     short_seq_frac = 0.0  # trial: the budget's first fraction trains at half TRAIN_SEQ_LEN, the batch's tokens kept
-    batch_grow_frac = 0.0  # trial: the budget's last fraction at twice TRAIN_BATCH_TOKENS (twice the micro-batches)
     train_log_every = 50
     # evaluation
     eval_seq_len = 2048
@@ -1061,7 +1060,7 @@ def train(args, base_model, model, make_loader, device) -> dict:
     accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
     compile_warmup(args, base_model, model, make_loader, optimizers, accum, device)
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
-    step, tokens, elapsed, why, was_short, grown = 0, 0, 0.0, "iterations", False, False
+    step, tokens, elapsed, why, was_short = 0, 0, 0.0, "iterations", False
     sync(device)
     log(f"train_start_unix:{time.time():.1f}")  # lines the step lines' train_time up with a GPU sampler's clock
     t0 = time.perf_counter()
@@ -1071,13 +1070,10 @@ def train(args, base_model, model, make_loader, device) -> dict:
         short = done < args.short_seq_frac
         if short != was_short:
             log(f"train_seq_len:{args.train_seq_len // 2 if short else args.train_seq_len} from step {step + 1}")
-        if not grown and args.batch_grow_frac > 0 and done >= 1 - args.batch_grow_frac:
-            accum, grown = 2 * accum, True  # late, the gradient's noise may cost more than fewer steps do
-            log(f"batch_tokens:{2 * args.train_batch_tokens} from step {step + 1}")
         loss, was_short = train_step(model, loader, accum, device, short), short
         step_optimizers(optimizers)
         ema.update(base_model)
-        step, tokens = step + 1, tokens + args.train_batch_tokens * (2 if grown else 1)
+        step, tokens = step + 1, tokens + args.train_batch_tokens
         # the slowest rank's clock for all: one LR schedule and one last step. Read on the CPU, ahead of the GPU
         # by the queued work (under a step): waiting for the GPU would idle it
         clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)

@@ -191,17 +191,6 @@ def test_short_seq_frac_halves_the_sequences_for_that_share_of_the_steps(markov_
         tiny_args(markov_data, short_seq_frac=0.5, train_seq_len=63).check()
 
 
-def test_batch_grow_frac_doubles_the_micro_batches_for_the_last_share_of_the_steps(markov_data, capsys):
-    args = tiny_args(markov_data, iterations=6, compile_warmup_steps=1, batch_grow_frac=0.5)
-    model = fresh_model()
-    calls = []
-    model.register_forward_pre_hook(lambda *_: calls.append(1))
-    out = train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
-    assert len(calls) == 1 + 3 + 2 * 3  # warm-up, steps 0-2 at one micro-batch, steps 3-5 at two
-    assert out["steps"] == 6 and out["tokens"] == 3 * 512 + 3 * 1024
-    assert "batch_tokens:1024 from step 4" in capsys.readouterr().out
-
-
 def unigram_entropy(tokens: np.ndarray) -> float:
     p = np.bincount(tokens) / len(tokens)
     p = p[p > 0]
