@@ -51,6 +51,7 @@ def test_two_rank_run_trains_quantizes_and_scores_once(run):
     assert "MODEL_DIM=64" in overrides and "GPTQ_BLOCK=32" in overrides
     assert not any(o.startswith("OMP_") for o in overrides)
     assert log.count("stopping: iterations after 25 steps") == 1
+    assert "ema_last_decay:0.7143 (EMA_DECAY 0.997 once" in log  # 25 steps: the ramp n/(n+10), not yet 0.997
     started = number(r"train_start_unix:([\d.]+)\n", log)  # the wall clock a GPU sampler's samples line up with
     assert log.count("train_start_unix") == 1  # rank 0's
     assert (work / "model.ptz").stat().st_mtime - 600 < started < (work / "model.ptz").stat().st_mtime

@@ -89,7 +89,11 @@ def test_ema_decays_score_more_averages_of_the_same_run(markov_data, tokenizer, 
     luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
     rows = trials.run(args, ["base", "base EVAL_SEQ_LEN=32"], val, luts, torch.device("cpu"), train_tokens=30_000,
                       ema_decays=(0.0, args.ema_decay))
-    assert capsys.readouterr().out.count("(training)") == 1
+    out = capsys.readouterr().out
+    assert out.count("(training)") == 1
+    # 20 steps end the ramp n/(n+10) at 0.667: 0.9 never binds, for the extra EMA as for EMA_DECAY's own
+    assert "EMA 0.9 and EMA_DECAY 0.9 never left the ramp n/(n+10) in 20 steps (last 0.6667)" in out
+    assert "EMA 0 and" not in out
     assert [r["variant"] for r in rows] == ["base", "base [EMA 0]", "base [EMA 0.9]", "base EVAL_SEQ_LEN=32",
                                             "base EVAL_SEQ_LEN=32 [EMA 0]", "base EVAL_SEQ_LEN=32 [EMA 0.9]"]
     assert all(r["steps"] == 20 for r in rows)

@@ -15,8 +15,10 @@ trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted 
 train_gpt.py's own size as the code, packed and reloaded from the bytes. --ema-decays D,... keeps
 EMAs of the weights at those decays beside train_gpt's own (EMA_DECAY) in each training run, with the
 same decay ramp (0: the final weights), and scores each in a row of its own, "<variant> [EMA D]": one
-run compares the decays on one trajectory. Each extra EMA costs its run the time of one EMA update a
-step (~0.6 ms on 1xH200), so its rows' steps compare with runs without them only roughly. A variant
+run compares the decays on one trajectory. The ramp n/(n+10) reaches a decay d only after 10d/(1-d)
+steps (0.997: 3,324), so two decays that neither bind within the run's steps score the same weights; the
+log says so. Each extra EMA costs its run the time of one EMA update a step (~0.6 ms on 1xH200), so its
+rows' steps compare with runs without them only roughly. A variant
 that fails (an error in training or evaluation) is logged with its traceback and kept in the table as
 failed; the others still run.
 """
@@ -78,8 +80,11 @@ def train_variant(args, device, train_tokens: int, ema_decays=()) -> tuple[tg.GD
     stats = {"params": sum(p.numel() for p in model.parameters()), "steps": result["steps"],
              "train_time": result["train_time"], "tokens": result["tokens"],
              "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
-    others = {}
-    for decay, ema in result["ema"].others.items():
+    others, main = {}, result["ema"]
+    for decay, ema in main.others.items():
+        if ema.last_decay < decay and main.last_decay < main.decay:  # neither decay ever bound: one average
+            tg.log(f"EMA {decay:g} and EMA_DECAY {main.decay:g} never left the ramp n/(n+10) in {stats['steps']} "
+                   f"steps (last {main.last_decay:.4f}): their rows score the same weights")
         others[decay] = tg.GDNHybrid(args.model_config()).to(device)
         ema.copy_to(others[decay])
     return model, stats, others
