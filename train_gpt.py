@@ -952,14 +952,17 @@ class EMA:
     """Moving average whose decay ramps up from 0: early weights wash out even in runs shorter than its horizon."""
 
     def __init__(self, model: nn.Module, decay: float):
-        self.decay, self.updates, self.last_decay = decay, 0, 0.0
+        self.decay, self.updates = decay, 0
         self.shadow = [p.detach().float().clone() for p in model.parameters()]
+
+    def last_decay(self) -> float:
+        """The latest update's decay: the ramp n / (n + 10) until it reaches `decay`."""
+        return min(self.decay, self.updates / (self.updates + 10))
 
     @torch.no_grad()
     def update(self, model: nn.Module):
         self.updates += 1
-        decay = self.last_decay = min(self.decay, self.updates / (self.updates + 10))
-        torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - decay)
+        torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - self.last_decay())
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module):
@@ -1114,7 +1117,7 @@ def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
                                             args.micro_batch_seqs, args.train_seq_len, device)
     result = train(args, base_model, model, make_loader, device)
     log(f"epochs:{result['tokens'] / train_tokens:.3f} of {train_tokens:,} train tokens")
-    log(f"ema_last_decay:{result['ema'].last_decay:.4f} (EMA_DECAY {args.ema_decay} once the ramp reaches it)")
+    log(f"ema_last_decay:{result['ema'].last_decay():.4f} (EMA_DECAY {args.ema_decay} once the ramp reaches it)")
     if device.type == "cuda":
         log(f"peak_memory:{torch.cuda.max_memory_allocated(device) // 2**20} MiB alloc_retries:"
             f"{torch.cuda.memory_stats(device).get('num_alloc_retries', 0)}")  # each retry frees the cache, synced

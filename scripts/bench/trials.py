@@ -82,9 +82,9 @@ def train_variant(args, device, train_tokens: int, ema_decays=()) -> tuple[tg.GD
              "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
     others, main = {}, result["ema"]
     for decay, ema in main.others.items():
-        if ema.last_decay < decay and main.last_decay < main.decay:  # neither decay ever bound: one average
+        if ema.last_decay() < decay and main.last_decay() < main.decay:  # neither decay ever bound: one average
             tg.log(f"EMA {decay:g} and EMA_DECAY {main.decay:g} never left the ramp n/(n+10) in {stats['steps']} "
-                   f"steps (last {main.last_decay:.4f}): their rows score the same weights")
+                   f"steps (last {main.last_decay():.4f}): their rows score the same weights")
         others[decay] = tg.GDNHybrid(args.model_config()).to(device)
         ema.copy_to(others[decay])
     return model, stats, others
