@@ -102,6 +102,20 @@ def test_ema_decays_score_more_averages_of_the_same_run(markov_data, tokenizer, 
     assert rows[1]["val_bpb"] < 6.0 - 0.5  # and they were trained: far below the uniform 6 bits a token
 
 
+def test_quant_packs_each_ema_average_as_well(markov_data, tokenizer, capsys):
+    args = tiny_args(markov_data, iterations=15, vocab_size=64, artifact_cap_bytes=200_000, fit_slack_bytes=150_000)
+    val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:300]
+    luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
+    rows = trials.run(args, ["base"], val, luts, torch.device("cpu"), train_tokens=30_000, quant=True,
+                      ema_decays=(0.0,))
+    out = capsys.readouterr().out
+    assert out.count("(training)") == 1 and out.count("quant_choice:") == 2
+    assert [r["variant"] for r in rows] == ["base", "base [EMA 0]"] and all(r["artifact_bytes"] > 0 for r in rows)
+    assert rows[1]["val_bpb_quant"] != rows[0]["val_bpb_quant"]  # the final weights, packed, are not the average's
+    delta = rows[1]["val_bpb_quant"] - rows[0]["val_bpb_quant"]
+    assert trials.table(rows).splitlines()[-1].endswith(f"| {delta:+.5f} |")
+
+
 def test_ema_decays_reject_what_is_not_a_decay():
     assert trials.ema_decays("0,0.99") == (0.0, 0.99)
     for bad in ("", "1", "0.9,x", "-0.1"):

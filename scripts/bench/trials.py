@@ -12,15 +12,15 @@ trained model. Settings not overridden come from the environment exactly as for 
 variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
 the same N for every row, so rows compare but are not full-validation scores. --quant also scores each
 trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted to the byte cap with
-train_gpt.py's own size as the code, packed and reloaded from the bytes. --ema-decays D,... keeps
-EMAs of the weights at those decays beside train_gpt's own (EMA_DECAY) in each training run, with the
-same decay ramp (0: the final weights), and scores each in a row of its own, "<variant> [EMA D]": one
-run compares the decays on one trajectory. The ramp n/(n+10) reaches a decay d only after 10d/(1-d)
-steps (0.997: 3,324), so two decays that neither bind within the run's steps score the same weights; the
-log says so. Each extra EMA costs its run the time of one EMA update a step (~0.6 ms on 1xH200), so its
-rows' steps compare with runs without them only roughly. A variant
-that fails (an error in training or evaluation) is logged with its traceback and kept in the table as
-failed; the others still run.
+train_gpt.py's own size as the code, packed and reloaded from the bytes; with --ema-decays, each of
+the averages as well. --ema-decays D,... keeps EMAs of the weights at those decays beside train_gpt's
+own (EMA_DECAY) in each training run, with the same decay ramp (0: the final weights), and scores each
+in a row of its own, "<variant> [EMA D]": one run compares the decays on one trajectory. The ramp
+n/(n+10) reaches a decay d only after 10d/(1-d) steps (0.997: 3,324), so two decays that neither bind
+within the run's steps score the same weights; the log says so. Each extra EMA costs its run the time
+of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps compare with runs without them only
+roughly. A variant that fails (an error in training or evaluation) is logged with its traceback and
+kept in the table as failed; the others still run.
 """
 
 from __future__ import annotations
@@ -96,33 +96,35 @@ def quantized_copy(model, args, device) -> tuple[tg.GDNHybrid, int]:
     return tg.model_from_blob(blob, device), len(blob)
 
 
-def score_row(text, model, stats, args, val_tokens, luts, train_tokens) -> dict:
+def score_row(text, model, quantized, stats, args, val_tokens, luts, train_tokens) -> dict:
+    """One row: the model's score and, where `quantized` is (model, bytes), the packed copy's."""
     print(f"=== trial: {text} (evaluating at {args.eval_seq_len}/{args.eval_stride})", flush=True)
     result = tg.evaluate(model, val_tokens, luts, args)
-    return {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
-            "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
-            "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
-            "eval_seconds": result["seconds"]}
+    row = {"variant": text, **stats, "tok_per_s": stats["tokens"] / max(stats["train_time"], 1e-9),
+           "epochs": stats["tokens"] / train_tokens, "eval": f"{args.eval_seq_len}/{args.eval_stride}",
+           "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "eval_tokens": result["tokens"],
+           "eval_seconds": result["seconds"]}
+    if quantized is not None:
+        row["artifact_bytes"] = quantized[1]
+        row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args)["val_bpb"]
+    return row
 
 
 def trial_rows(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False,
                ema_decays=()) -> list[dict]:
-    """The variant's row, then one for each of ema_decays; trains only if no earlier variant trained its config."""
+    """The variant's row, then one for each of ema_decays; trains only if no earlier variant trained its config.
+    With `quant` every one of those models is also quantized and packed, so the averages compare as shipped."""
     if key not in trained:
         print(f"=== trial: {text} (training)", flush=True)
         # each variant compiles afresh: a switch that recompiles every block would otherwise use up dynamo's
         # recompile limit and leave the next variants' blocks running uncompiled
         torch._dynamo.reset()
         model, stats, others = train_variant(args, device, train_tokens, ema_decays)
-        quantized = quantized_copy(model, args, device) if quant else None
-        trained[key] = model, stats, quantized, others
-    model, stats, quantized, others = trained[key]
-    row = score_row(text, model, stats, args, val_tokens, luts, train_tokens)
-    if quantized is not None:
-        row["artifact_bytes"] = quantized[1]
-        row["val_bpb_quant"] = tg.evaluate(quantized[0], val_tokens, luts, args)["val_bpb"]
-    return [row] + [score_row(f"{text} [EMA {decay:g}]", other, stats, args, val_tokens, luts, train_tokens)
-                    for decay, other in others.items()]
+        models = [("", model)] + [(f" [EMA {decay:g}]", other) for decay, other in others.items()]
+        trained[key] = stats, [(name, m, quantized_copy(m, args, device) if quant else None) for name, m in models]
+    stats, models = trained[key]
+    return [score_row(text + name, m, quantized, stats, args, val_tokens, luts, train_tokens)
+            for name, m, quantized in models]
 
 
 def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None,
