@@ -121,7 +121,7 @@ class Hyperparameters:
     scalar_lr = 0.04
     beta1 = 0.9
     beta2 = 0.95
-    ema_decay = 0.997
+    ema_decay = 0.0  # 0: export the final weights (notes/ema.md weighs them against the averages)
     # quantization and artifact
     calib_seqs = 32
     calib_len = 512
@@ -949,11 +949,15 @@ def build_optimizers(model: nn.Module, args: Hyperparameters) -> list:
 
 
 class EMA:
-    """Moving average whose decay ramps up from 0: early weights wash out even in runs shorter than its horizon."""
+    """The weights to export: a moving average whose decay ramps up from 0 (early weights wash out even in runs
+    shorter than its horizon), or at decay 0 the final weights themselves, with no copy kept and no update run."""
 
     def __init__(self, model: nn.Module, decay: float):
+        if not 0 <= decay < 1:
+            raise ValueError(f"EMA_DECAY={decay} must be in [0, 1): 0 exports the final weights")
         self.decay, self.updates = decay, 0
-        self.shadow = [p.detach().float().clone() for p in model.parameters()]
+        params = list(model.parameters())
+        self.shadow = [p.detach().float().clone() for p in params] if decay else params
 
     def last_decay(self) -> float:
         """The latest update's decay: the ramp n / (n + 10) until it reaches `decay`."""
@@ -962,7 +966,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module):
         self.updates += 1
-        torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - self.last_decay())
+        if self.decay:
+            torch._foreach_lerp_(self.shadow, [p.float() for p in model.parameters()], 1 - self.last_decay())
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module):
@@ -1057,7 +1062,8 @@ def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int,
 
 
 def train(args, base_model, model, make_loader, device) -> dict:
-    """Trains until ITERATIONS or the wall-clock cap (the same step on every rank); returns the EMA."""
+    """Trains until ITERATIONS or the wall-clock cap (the same step on every rank); returns the EMA: the weights to
+    export."""
     world = rank_and_world()[1]
     cpu_group = dist.new_group(backend="gloo") if world > 1 else None  # the clock's all-reduce skips the GPU queue
     accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
@@ -1104,8 +1110,8 @@ def train(args, base_model, model, make_loader, device) -> dict:
 
 
 def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
-    """Train's result and an uncompiled model holding the EMA weights (compiling the evaluation's shape costs more
-    than it saves; GPTQ's hooks need plain modules)."""
+    """Train's result and an uncompiled model holding the exported weights (compiling the evaluation's shape costs
+    more than it saves; GPTQ's hooks need plain modules)."""
     rank, world = rank_and_world()
     torch.manual_seed(args.seed)
     if device.type == "cuda":
@@ -1117,7 +1123,8 @@ def train_model(args, device, train_tokens: int) -> tuple[GDNHybrid, dict]:
                                             args.micro_batch_seqs, args.train_seq_len, device)
     result = train(args, base_model, model, make_loader, device)
     log(f"epochs:{result['tokens'] / train_tokens:.3f} of {train_tokens:,} train tokens")
-    log(f"ema_last_decay:{result['ema'].last_decay():.4f} (EMA_DECAY {args.ema_decay} once the ramp reaches it)")
+    log(f"ema_last_decay:{result['ema'].last_decay():.4f} (EMA_DECAY {args.ema_decay} once the ramp reaches it)"
+        if args.ema_decay else "exported: the final weights (EMA_DECAY 0)")
     if device.type == "cuda":
         log(f"peak_memory:{torch.cuda.max_memory_allocated(device) // 2**20} MiB alloc_retries:"
             f"{torch.cuda.memory_stats(device).get('num_alloc_retries', 0)}")  # each retry frees the cache, synced
@@ -1427,7 +1434,7 @@ def save_artifact(model: nn.Module, args, config: dict, code_bytes: int):
     before anything is written."""
     rank, blob = rank_and_world()[0], b""
     if rank == 0:
-        torch.save(model.state_dict(), f"logs/{args.run_id}_ema.pt")
+        torch.save(model.state_dict(), f"logs/{args.run_id}_float.pt")
         t = time.perf_counter()
         blob = calibrate_and_quantize(model, args, config, code_bytes)
     size = torch.tensor([len(blob)], device=next(model.parameters()).device)
@@ -1664,7 +1671,7 @@ def run(args, eval_path: str | None, device):
         return
     model, trained = train_model(args, device, train_tokens)
     pre = evaluate(model, val_tokens, luts, args)
-    report("pre_quant_ema", pre)
+    report("pre_quant", pre)
     save_artifact(model, args, dict(args.model_config(), tokenizer_sha256=tokenizer_sha), len(code))
     post = score_artifact(args, checked_artifact(args.artifact_path, tokenizer_sha, len(code), cap), val_tokens,
                           luts, device)

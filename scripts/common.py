@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- log fields: one pattern each, the last match wins
 
+# pre_quant_ema: the older records' name for pre_quant
 OURS = {"code_sha256": r"code_sha256:([0-9a-f]{64})", "code_bytes": r"code_bytes:(\d+)",
         "steps": r"stopping: .* after (\d+) steps", "train_time": r"stopping: .*train_time:([\d.]+)s",
         "tokens": r"stopping: .*tokens:([\d,]+)", "tok_s": r"tok/s:([\d,]+)\s*$", "epochs": r"epochs:([\d.]+)",
-        "peak_mib": r"peak_memory:(\d+)", "pre_bpb": r"pre_quant_ema .*val_bpb:([\d.]+)",
+        "peak_mib": r"peak_memory:(\d+)", "pre_bpb": r"pre_quant(?:_ema)? .*val_bpb:([\d.]+)",
         # the run's score: the packed file's after score-first adaptation where the run adapted, else without
         "val_loss": r"final_(?:quantized_zstd22_roundtrip|score_first_ttt) val_loss:([\d.]+)",
         "val_bpb": r"final_(?:quantized_zstd22_roundtrip|score_first_ttt) .*val_bpb:([\d.]+)",

@@ -26,7 +26,7 @@ baseline_ours_metric seq_len:1024 stride:512 val_loss:2.49000000 val_bpb:1.49000
 OURS = """step:10/20 train_loss:2.9 lr_scale:1.000 train_time:30.0s step_avg:3000.0ms tok/s:1,300
 step:20/20 train_loss:2.5 lr_scale:0.000 train_time:60.0s step_avg:3000.0ms tok/s:1,333
 stopping: wall-clock cap after 20 steps, train_time:60.0s tokens:40,000
-pre_quant_ema val_loss:2.40000000 val_bpb:1.44000000
+pre_quant val_loss:2.40000000 val_bpb:1.44000000
 artifact:/tmp/a.ptz bytes:1234 code_bytes:50
 final_quantized_zstd22_roundtrip val_loss:2.41000000 val_bpb:1.45000000 tokens:10 bytes:30 eval_time:1.5s
 quant_gap_bpb:+0.01000

@@ -19,7 +19,7 @@ def test_every_row_is_fitted_reloaded_and_scored(markov_data, tokenizer, tmp_pat
     rows = quant_study.study(args, model.state_dict(), val, luts, torch.device("cpu"),
                              ["coarse mlp: QUANT_K_MLP=40"], str(baseline))
     labels = [r["label"] for r in rows]
-    assert labels == ["float (EMA weights)", "other_train_gpt.py (baseline)", "train_gpt.py as set", "coarse mlp"]
+    assert labels == ["float (exported weights)", "other_train_gpt.py (baseline)", "train_gpt.py as set", "coarse mlp"]
     float_row, by_label = rows[0], {r["label"]: r for r in rows[1:]}
     assert float_row["bytes"] is None and float_row["gap"] == 0
     code = cap - 60_000

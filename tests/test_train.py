@@ -321,3 +321,20 @@ def test_ema_forgets_the_initial_weights_in_a_short_run():
     for _ in range(100):  # a fixed 0.997 decay would still hold 74% of the initial zeros here
         ema.update(model)
     assert ema.shadow[0].min() > 0.9
+
+
+def test_ema_at_decay_zero_exports_the_final_weights_without_a_copy():
+    model, plain = torch.nn.Linear(4, 4, bias=False), torch.nn.Linear(4, 4, bias=False)
+    ema = train_gpt.EMA(model, 0.0)
+    assert ema.shadow[0] is model.weight  # no float copy held, none updated
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update(model)
+    ema.copy_to(plain)
+    assert torch.equal(plain.weight, model.weight) and ema.last_decay() == 0
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_ema_rejects_a_decay_outside_zero_to_one(decay):
+    with pytest.raises(ValueError, match=r"EMA_DECAY=.* must be in \[0, 1\): 0 exports the final weights"):
+        train_gpt.EMA(torch.nn.Linear(2, 2), decay)

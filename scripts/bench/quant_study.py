@@ -1,10 +1,10 @@
-"""Which quantization buys the most bpb per byte? Takes the float EMA weights a training run saved
-(logs/RUN_ID_ema.pt), calibrates once on self-generated sequences exactly as train_gpt.py does, then for each
+"""Which quantization buys the most bpb per byte? Takes the float weights a training run exported
+(logs/RUN_ID_float.pt), calibrates once on self-generated sequences exactly as train_gpt.py does, then for each
 row runs train_gpt's fit to the byte cap (GPTQ, packing), reloads the packed bytes and scores them with
 train_gpt's own sliding-window evaluation. Prints one table: artifact bytes, total with the code, fits the
 cap, val_bpb, gap to float, seconds of the fit.
 
-    python3 scripts/bench/quant_study.py logs/RUN_ID_ema.pt [--baseline-code OLD/train_gpt.py] \
+    python3 scripts/bench/quant_study.py logs/RUN_ID_float.pt [--baseline-code OLD/train_gpt.py] \
         [--variant "shared k: QUANT_K_MLP=12 QUANT_K_ATTN=12 QUANT_K_GDN=12 QUANT_K_EMBED=12 EMBED_BITS=6"] \
         [--out table.md]
 
@@ -41,10 +41,10 @@ def study(args, state: dict, val_tokens, luts, device, variants: list[str], base
     model = tg.GDNHybrid(args.model_config()).to(device)
     model.load_state_dict(state)
     float_bpb = tg.evaluate(model, val_tokens, luts, args)["val_bpb"]
-    print(f"float (EMA) val_bpb {float_bpb:.5f}", flush=True)
+    print(f"float val_bpb {float_bpb:.5f}", flush=True)
     hessians = tg.calibrate(model, args)
     code = len(Path(tg.__file__).read_bytes())
-    rows = [dict(label="float (EMA weights)", bytes=None, bpb=float_bpb, seconds=0.0)]
+    rows = [dict(label="float (exported weights)", bytes=None, bpb=float_bpb, seconds=0.0)]
     jobs = [("train_gpt.py as set", tg, args, code)]
     jobs += [(label, tg, a, code) for label, a in (parse_variant(v, args) for v in variants)]
     if baseline:

@@ -17,9 +17,9 @@ the averages as well. --ema-decays D,... keeps EMAs of the weights at those deca
 own (EMA_DECAY) in each training run, with the same decay ramp (0: the final weights), and scores each
 in a row of its own, "<variant> [EMA D]": one run compares the decays on one trajectory. The ramp
 n/(n+10) reaches a decay d only after 10d/(1-d) steps (0.997: 3,324), so two decays that neither bind
-within the run's steps score the same weights; the log says so. Each extra EMA costs its run the time
-of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps compare with runs without them only
-roughly. A variant that fails (an error in training or evaluation) is logged with its traceback and
+within the run's steps score the same weights; the log says so. Each extra EMA above 0 costs its run
+the time of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps compare with runs without
+them only roughly. A variant that fails (an error in training or evaluation) is logged with its traceback and
 kept in the table as failed; the others still run.
 """
 
