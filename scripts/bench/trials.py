@@ -19,8 +19,8 @@ in a row of its own, "<variant> [EMA D]": one run compares the decays on one tra
 n/(n+10) reaches a decay d only after 10d/(1-d) steps (0.997: 3,324), so two decays that neither bind
 within the run's steps score the same weights; the log says so. Each extra EMA above 0 costs its run
 the time of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps compare with runs without
-them only roughly. A variant that fails (an error in training or evaluation) is logged with its traceback and
-kept in the table as failed; the others still run.
+them only roughly. A variant that fails (an error in training or evaluation) is logged with its
+traceback and kept in the table as failed; the others still run.
 """
 
 from __future__ import annotations
