@@ -92,7 +92,7 @@ def test_ema_decays_score_more_averages_of_the_same_run(markov_data, tokenizer, 
     out = capsys.readouterr().out
     assert out.count("(training)") == 1
     # 20 steps end the ramp n/(n+10) at 0.667: 0.9 never binds, for the extra EMA as for EMA_DECAY's own
-    assert "EMA 0.9 and EMA_DECAY 0.9 never left the ramp n/(n+10) in 20 steps (last 0.6667)" in out
+    assert "EMA 0.9 and EMA_DECAY 0.9 both ended at decay 0.6667 after 20 steps" in out
     assert "EMA 0 and" not in out
     assert [r["variant"] for r in rows] == ["base", "base [EMA 0]", "base [EMA 0.9]", "base EVAL_SEQ_LEN=32",
                                             "base EVAL_SEQ_LEN=32 [EMA 0]", "base EVAL_SEQ_LEN=32 [EMA 0.9]"]
@@ -114,6 +114,23 @@ def test_quant_packs_each_ema_average_as_well(markov_data, tokenizer, capsys):
     assert rows[1]["val_bpb_quant"] != rows[0]["val_bpb_quant"]  # the final weights, packed, are not the average's
     delta = rows[1]["val_bpb_quant"] - rows[0]["val_bpb_quant"]
     assert trials.table(rows).splitlines()[-1].endswith(f"| {delta:+.5f} |")
+
+
+def test_an_ema_equal_to_the_exported_weights_is_named_and_packed_once(markov_data, tokenizer, capsys):
+    """With EMA_DECAY 0 (the default) an extra EMA at 0 is the variant's own final weights."""
+    args = tiny_args(markov_data, iterations=15, vocab_size=64, ema_decay=0.0, artifact_cap_bytes=200_000,
+                     fit_slack_bytes=150_000)
+    val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:300]
+    luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
+    rows = trials.run(args, ["base"], val, luts, torch.device("cpu"), train_tokens=30_000, quant=True,
+                      ema_decays=(0.0, 0.5))
+    out = capsys.readouterr().out
+    assert "EMA 0 and EMA_DECAY 0 both ended at decay 0.0000 after 15 steps" in out
+    assert "EMA 0.5 and" not in out  # 0.5 binds from step 10 on: an average of its own
+    assert out.count("quant_choice:") == 2
+    assert [r["variant"] for r in rows] == ["base", "base [EMA 0]", "base [EMA 0.5]"]
+    assert rows[1]["val_bpb"] == rows[0]["val_bpb"] and rows[1]["val_bpb_quant"] == rows[0]["val_bpb_quant"]
+    assert rows[2]["val_bpb"] != rows[0]["val_bpb"]
 
 
 def test_ema_decays_reject_what_is_not_a_decay():

@@ -17,7 +17,8 @@ the averages as well. --ema-decays D,... keeps EMAs of the weights at those deca
 own (EMA_DECAY) in each training run, with the same decay ramp (0: the final weights), and scores each
 in a row of its own, "<variant> [EMA D]": one run compares the decays on one trajectory. The ramp
 n/(n+10) reaches a decay d only after 10d/(1-d) steps (0.997: 3,324), so two decays that neither bind
-within the run's steps score the same weights; the log says so. Each extra EMA above 0 costs its run
+within the run's steps score the same weights, as does a decay equal to EMA_DECAY's (0 by default); the
+log says so, and --quant packs those weights once. Each extra EMA above 0 costs its run
 the time of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps compare with runs without
 them only roughly. A variant that fails (an error in training or evaluation) is logged with its
 traceback and kept in the table as failed; the others still run.
@@ -82,9 +83,12 @@ def train_variant(args, device, train_tokens: int, ema_decays=()) -> tuple[tg.GD
              "peak_mib": torch.cuda.max_memory_allocated(device) // 2**20 if device.type == "cuda" else 0}
     others, main = {}, result["ema"]
     for decay, ema in main.others.items():
-        if ema.last_decay() < decay and main.last_decay() < main.decay:  # neither decay ever bound: one average
-            tg.log(f"EMA {decay:g} and EMA_DECAY {main.decay:g} never left the ramp n/(n+10) in {stats['steps']} "
-                   f"steps (last {main.last_decay():.4f}): their rows score the same weights")
+        # the decay ramps up to its bound, so equal last decays mean equal decays at every step: one average
+        if ema.last_decay() == main.last_decay():
+            tg.log(f"EMA {decay:g} and EMA_DECAY {main.decay:g} both ended at decay {main.last_decay():.4f} after "
+                   f"{stats['steps']} steps: their rows score the same weights, quantized once")
+            others[decay] = model
+            continue
         others[decay] = tg.GDNHybrid(args.model_config()).to(device)
         ema.copy_to(others[decay])
     return model, stats, others
@@ -121,7 +125,11 @@ def trial_rows(text, args, key, trained, val_tokens, luts, device, train_tokens,
         torch._dynamo.reset()
         model, stats, others = train_variant(args, device, train_tokens, ema_decays)
         models = [("", model)] + [(f" [EMA {decay:g}]", other) for decay, other in others.items()]
-        trained[key] = stats, [(name, m, quantized_copy(m, args, device) if quant else None) for name, m in models]
+        packed = {}  # by model: an EMA that equals the variant's weights is the same object, packed once
+        for _, m in models:
+            if quant and id(m) not in packed:
+                packed[id(m)] = quantized_copy(m, args, device)
+        trained[key] = stats, [(name, m, packed.get(id(m))) for name, m in models]
     stats, models = trained[key]
     return [score_row(text + name, m, quantized, stats, args, val_tokens, luts, train_tokens)
             for name, m, quantized in models]
