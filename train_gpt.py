@@ -76,7 +76,7 @@ class Hyperparameters:
     max_wallclock_seconds = 590.0
     compile_warmup_steps = 3
     lr_warmup_steps = 20
-    warmdown_frac = 0.4
+    warmdown_frac = 0.6
     short_seq_frac = 0.0  # trial: the budget's first fraction trains at half TRAIN_SEQ_LEN, the batch's tokens kept
     train_log_every = 50
     # evaluation
