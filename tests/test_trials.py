@@ -14,9 +14,14 @@ from conftest import ROOT, tiny_args
 from scripts.bench import trials
 
 
-def test_variants_split_training_from_evaluation_settings():
-    assert trials.parse_variant("base") == ({}, {})
-    assert trials.parse_variant("MATRIX_LR=0.03 EVAL_SEQ_LEN=1024") == ({"matrix_lr": "0.03"}, {"eval_seq_len": "1024"})
+def test_variants_split_training_from_packing_and_evaluation_settings():
+    assert trials.parse_variant("base") == ({}, {}, {})
+    assert trials.parse_variant("MATRIX_LR=0.03 EVAL_SEQ_LEN=1024") == ({"matrix_lr": "0.03"}, {},
+                                                                         {"eval_seq_len": "1024"})
+    assert trials.parse_variant("EMBED_LR=0.1 EMBED_BITS=7 CALIB_SEQS=64 GPTQ_DAMP=0.003", quant=True) == (
+        {"embed_lr": "0.1"}, {"embed_bits": "7", "calib_seqs": "64", "gptq_damp": "0.003"}, {})
+    with pytest.raises(SystemExit, match="changes only the packed copy.*--quant"):
+        trials.parse_variant("CALIB_SEQS=64")  # without --quant its rows would repeat the base's
     for bad in ("MATRIX_LR", "NOT_A_SETTING=1", "matrix-lr=2"):
         with pytest.raises(SystemExit, match="bad variant item"):
             trials.parse_variant(bad)
@@ -80,6 +85,21 @@ def test_quant_adds_a_score_from_the_fitted_artifact_per_trained_model(markov_da
     assert "| - | - |" not in trials.table(rows)
     unquantized = {k: v for k, v in rows[0].items() if k != "val_bpb_quant"}
     assert trials.table([unquantized]).endswith("| - | - |")
+
+
+def test_packing_variants_share_the_trained_model_and_pack_it_their_own_way(markov_data, tokenizer, capsys):
+    args = tiny_args(markov_data, iterations=15, vocab_size=64, artifact_cap_bytes=200_000, fit_slack_bytes=150_000)
+    val = train_gpt.load_val_tokens(args.val_files, args.vocab_size)[:300]
+    luts = train_gpt.build_sentencepiece_luts(tokenizer, 64, torch.device("cpu"))
+    variants = ["base", "base CALIB_SEQS=2", "CALIB_SEQS=2 EVAL_SEQ_LEN=32", "QUANT_BITS=4"]
+    rows = trials.run(args, variants, val, luts, torch.device("cpu"), train_tokens=30_000, quant=True)
+    out = capsys.readouterr().out
+    assert out.count("(training)") == 1 and out.count("(packing)") == out.count("quant_choice:") == 3
+    assert out.count(f"calibration: {args.calib_seqs} self-generated") == 2 and out.count("calibration: 2 ") == 1
+    assert [r["variant"] for r in rows] == variants and len({r["val_bpb"] for r in rows if r["eval"] == "64/16"}) == 1
+    assert rows[2]["artifact_bytes"] == rows[1]["artifact_bytes"] and rows[2]["eval"] == "32/16"
+    assert rows[3]["artifact_bytes"] < rows[0]["artifact_bytes"]  # 15 levels pack smaller than 63
+    assert len({rows[0]["val_bpb_quant"], rows[1]["val_bpb_quant"], rows[3]["val_bpb_quant"]}) == 3
 
 
 def test_ema_decays_score_more_averages_of_the_same_run(markov_data, tokenizer, capsys):

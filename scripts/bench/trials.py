@@ -4,11 +4,13 @@ sliding-window evaluation. Prints one table, with each row's difference to the f
 
     python3 scripts/bench/trials.py --seconds 100 --val-tokens 1048576 --out trials.jsonl \
         base SEED=1338 "MATRIX_LR=0.03" "base EVAL_SEQ_LEN=1024"
+    python3 scripts/bench/trials.py --seconds 280 --val-tokens 1048576 --quant base "CALIB_SEQS=128"
 
 A variant is "base" (the defaults) or a space-separated list of KEY=VALUE overrides of train_gpt's
-Hyperparameters (the environment variable names). Variants that differ only in EVAL_* keys share one
-trained model. Settings not overridden come from the environment exactly as for train_gpt.py
-(DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
+Hyperparameters (the environment variable names). Variants that differ only in EVAL_* keys and, with
+--quant, in the packing's (CALIB_*, GPTQ_*, QUANT_*, EMBED_BITS, FIT_SLACK_BYTES, ARTIFACT_CAP_BYTES)
+share one trained model, and each packing of it is done once. Settings not overridden come from the
+environment exactly as for train_gpt.py (DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
 variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
 the same N for every row, so rows compare but are not full-validation scores. --quant also scores each
 trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted to the byte cap with
@@ -41,9 +43,13 @@ import train_gpt as tg  # noqa: E402
 from scripts.common import with_overrides  # noqa: E402
 
 
-def parse_variant(text: str) -> tuple[dict, dict]:
-    """(training overrides, evaluation overrides), keys as Hyperparameters attribute names."""
-    train, evals = {}, {}
+# settings read only when the trained weights are calibrated, quantized and packed
+PACKING_KEYS = ("CALIB_", "GPTQ_", "QUANT_", "EMBED_BITS", "FIT_SLACK_BYTES", "ARTIFACT_CAP_BYTES")
+
+
+def parse_variant(text: str, quant: bool = False) -> tuple[dict, dict, dict]:
+    """(training, packing, evaluation) overrides, keys as Hyperparameters attribute names."""
+    train, packing, evals = {}, {}, {}
     for item in text.split():
         if item == "base":
             continue
@@ -52,8 +58,11 @@ def parse_variant(text: str) -> tuple[dict, dict]:
             raise SystemExit(f"bad variant item {item!r}: expected base or KEY=VALUE with KEY a train_gpt setting")
         if key.startswith("TTT_"):  # trials score the float model without adaptation
             raise SystemExit(f"{item!r}: trials never adapt; score a packed file's adaptation with ttt_study.py")
-        (evals if key.startswith("EVAL_") else train)[key.lower()] = value
-    return train, evals
+        if key.startswith(PACKING_KEYS) and not quant:
+            raise SystemExit(f"{item!r} changes only the packed copy, which trials score with --quant: add it")
+        part = evals if key.startswith("EVAL_") else packing if key.startswith(PACKING_KEYS) else train
+        part[key.lower()] = value
+    return train, packing, evals
 
 
 def ema_with_others(decays: tuple[float, ...]) -> type:
@@ -114,36 +123,40 @@ def score_row(text, model, quantized, stats, args, val_tokens, luts, train_token
     return row
 
 
-def trial_rows(text, args, key, trained, val_tokens, luts, device, train_tokens, quant=False,
+def trial_rows(text, args, keys, cache, val_tokens, luts, device, train_tokens, quant=False,
                ema_decays=()) -> list[dict]:
-    """The variant's row, then one for each of ema_decays; trains only if no earlier variant trained its config.
-    With `quant` every one of those models is also quantized and packed, so the averages compare as shipped."""
-    if key not in trained:
+    """The variant's row, then one for each of ema_decays. It trains only if no earlier variant trained its
+    training settings (keys[0]), and with `quant` packs each of those models only if no earlier variant packed it
+    with the same packing settings (keys[1]), so the averages compare as shipped."""
+    trained, packed = cache.setdefault("trained", {}), cache.setdefault("packed", {})
+    if keys[0] not in trained:
         print(f"=== trial: {text} (training)", flush=True)
         # each variant compiles afresh: a switch that recompiles every block would otherwise use up dynamo's
         # recompile limit and leave the next variants' blocks running uncompiled
         torch._dynamo.reset()
         model, stats, others = train_variant(args, device, train_tokens, ema_decays)
-        models = [("", model)] + [(f" [EMA {decay:g}]", other) for decay, other in others.items()]
-        packed = {}  # by model: an EMA that equals the variant's weights is the same object, packed once
-        for _, m in models:
-            if quant and id(m) not in packed:
-                packed[id(m)] = quantized_copy(m, args, device)
-        trained[key] = stats, [(name, m, packed.get(id(m))) for name, m in models]
-    stats, models = trained[key]
-    return [score_row(text + name, m, quantized, stats, args, val_tokens, luts, train_tokens)
-            for name, m, quantized in models]
+        trained[keys[0]] = stats, [("", model)] + [(f" [EMA {decay:g}]", other) for decay, other in others.items()]
+    stats, models = trained[keys[0]]
+    rows = []
+    for name, m in models:
+        # by model: an EMA that equals the variant's weights is the same object, packed once
+        if quant and (id(m), keys[1]) not in packed:
+            print(f"=== trial: {text}{name} (packing)", flush=True)
+            packed[id(m), keys[1]] = quantized_copy(m, args, device)
+        quantized = packed[id(m), keys[1]] if quant else None
+        rows.append(score_row(text + name, m, quantized, stats, args, val_tokens, luts, train_tokens))
+    return rows
 
 
 def run(base_args, variants: list[str], val_tokens, luts, device, train_tokens: int, out=None,
         quant=False, ema_decays=()) -> list[dict]:
-    rows, trained = [], {}
+    rows, cache = [], {}
     for text in variants:
-        train_over, eval_over = parse_variant(text)
-        key = json.dumps(train_over, sort_keys=True)
-        args = with_overrides(base_args, {**train_over, **eval_over})
+        train_over, pack_over, eval_over = parse_variant(text, quant)
+        keys = json.dumps(train_over, sort_keys=True), json.dumps(pack_over, sort_keys=True)
+        args = with_overrides(base_args, {**train_over, **pack_over, **eval_over})
         try:
-            new = trial_rows(text, args, key, trained, val_tokens, luts, device, train_tokens, quant, ema_decays)
+            new = trial_rows(text, args, keys, cache, val_tokens, luts, device, train_tokens, quant, ema_decays)
         except Exception as e:  # one broken variant must not cost the others
             traceback.print_exc()
             new = [{"variant": text, "error": f"{type(e).__name__}: {e}"}]
@@ -196,7 +209,7 @@ def main():
                      help="comma-separated decays in [0, 1): EMAs kept beside EMA_DECAY's in each run, scored too")
     opt = cli.parse_args()
     for text in opt.variants:
-        parse_variant(text)  # fail on a typo before any training
+        parse_variant(text, opt.quant)  # fail on a typo before any training
     args = tg.Hyperparameters()
     args.max_wallclock_seconds = opt.seconds
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
