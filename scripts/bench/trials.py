@@ -10,20 +10,20 @@ A variant is "base" (the defaults) or a space-separated list of KEY=VALUE overri
 Hyperparameters (the environment variable names). Variants that differ only in EVAL_* keys and, with
 --quant, in the packing's (CALIB_*, GPTQ_*, QUANT_*, EMBED_BITS, FIT_SLACK_BYTES, ARTIFACT_CAP_BYTES)
 share one trained model, and each packing of it is done once. Settings not overridden come from the
-environment exactly as for train_gpt.py (DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds sets MAX_WALLCLOCK_SECONDS for every
-variant (0: ITERATIONS alone ends training). --val-tokens scores the first N validation tokens only,
-the same N for every row, so rows compare but are not full-validation scores. --quant also scores each
-trained model as train_gpt.py ships it: self-generated calibration, GPTQ fitted to the byte cap with
-train_gpt.py's own size as the code, packed and reloaded from the bytes; with --ema-decays, each of
-the averages as well. --ema-decays D,... keeps EMAs of the weights at those decays beside train_gpt's
-own (EMA_DECAY) in each training run, with the same decay ramp (0: the final weights), and scores each
-in a row of its own, "<variant> [EMA D]": one run compares the decays on one trajectory. The ramp
-n/(n+10) reaches a decay d only after 10d/(1-d) steps (0.997: 3,324), so two decays that neither bind
-within the run's steps score the same weights, as does a decay equal to EMA_DECAY's (0 by default); the
-log says so, and --quant packs those weights once. Each extra EMA above 0 costs its run
-the time of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps compare with runs without
-them only roughly. A variant that fails (an error in training or evaluation) is logged with its
-traceback and kept in the table as failed; the others still run.
+environment exactly as for train_gpt.py (DATA_PATH, TOKENIZER_PATH, TRAIN_BATCH_TOKENS, ...). --seconds
+sets MAX_WALLCLOCK_SECONDS for every variant (0: ITERATIONS alone ends training). --val-tokens scores
+the first N validation tokens only, the same N for every row, so rows compare but are not
+full-validation scores. --quant also scores each trained model as train_gpt.py ships it: self-generated
+calibration, GPTQ fitted to the byte cap with train_gpt.py's own size as the code, packed and reloaded
+from the bytes; with --ema-decays, each of the averages as well. --ema-decays D,... keeps EMAs of the
+weights at those decays beside train_gpt's own (EMA_DECAY) in each training run, with the same decay
+ramp (0: the final weights), and scores each in a row of its own, "<variant> [EMA D]": one run compares
+the decays on one trajectory. The ramp n/(n+10) reaches a decay d only after 10d/(1-d) steps (0.997:
+3,324), so two decays that neither bind within the run's steps score the same weights, as does a decay
+equal to EMA_DECAY's (0 by default); the log says so, and --quant packs those weights once. Each extra
+EMA above 0 costs its run the time of one EMA update a step (~0.6 ms on 1xH200), so its rows' steps
+compare with runs without them only roughly. A variant that fails (an error in training or evaluation)
+is logged with its traceback and kept in the table as failed; the others still run.
 """
 
 from __future__ import annotations
