@@ -98,7 +98,6 @@ class Hyperparameters:
     num_kv_heads = 2
     gdn_per_group = 5
     mlp_mult = 3
-    mlp_neg_slope = 0.0  # trial: leaky relu^2, the negative side's slope (0: relu^2)
     conv_size = 4
     swa_window = 2048  # = the sequence: full causal attention
     doc_reset = 1
@@ -108,7 +107,6 @@ class Hyperparameters:
     qk_gain_init = 1.5
     logit_softcap = 30.0
     tied_embed_init_std = 0.005
-    ortho_init = 0  # trial: the projections that do not start at zero start (semi-)orthogonal
     # optimizer
     matrix_lr = 0.03
     muon_wd = 0.04
@@ -138,7 +136,7 @@ class Hyperparameters:
     artifact_cap_bytes = 16_000_000
 
     model_keys = ("vocab_size", "model_dim", "num_heads", "num_kv_heads", "gdn_per_group", "mlp_mult",
-                  "mlp_neg_slope", "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
+                  "conv_size", "swa_window", "doc_reset", "smear", "x0_mix", "rope_base",
                   "qk_gain_init", "logit_softcap")
 
     positive = ("iterations", "train_seq_len", "micro_batch_seqs", "train_batch_tokens", "train_log_every",
@@ -638,11 +636,11 @@ class SlidingWindowAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
 
-# -- MLP: (leaky) relu^2 fused into its matmuls
+# -- MLP: relu^2 fused into its matmuls
 if triton is not None:
-    # the activation in the epilogue of the MLP's two hidden-width products: h and dr ([tokens, 3d]) never reach
-    # memory. The forward is persistent, its tile loop flattened into the K loop so the next tile's loads overlap
-    # this epilogue; the backward runs a program per tile, faster than any loop (notes/relu2_kernels.md).
+    # relu^2 in the epilogue of the MLP's two hidden-width products: h and dr ([tokens, 3d]) never reach memory.
+    # The forward is persistent, its tile loop flattened into the K loop so the next tile's loads overlap this
+    # epilogue; the backward runs a program per tile, faster than any loop (notes/relu2_kernels.md).
     @triton.jit
     def tile_product(a, b, m0, n0, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, B_KN: tl.constexpr):
         acc = tl.zeros((BM, BN), tl.float32)
@@ -651,42 +649,22 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def sign_bits_offsets(m0, n0, M, N, BM: tl.constexpr, BN: tl.constexpr):
-        """Where a tile's bytes of h > 0 flags lie in the [M, N / 8] bit array, and which of them are inside it."""
-        rows, cols = m0 + tl.arange(0, BM)[:, None], n0 // 8 + tl.arange(0, BN // 8)[None, :]
-        return rows * (N // 8) + cols, (rows < M) & (cols < N // 8)
-
-    @triton.jit
-    def relu2_matmul_kernel(a, b, r, out, signs, M, N, K, NEG_SLOPE: tl.constexpr, BACKWARD: tl.constexpr,
-                            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-        """out = leaky_relu(a @ b)^2 with b's descriptor over b^T [N, K] (at a nonzero slope also h > 0's flags, eight
-        to a byte, in signs); backward, (a @ b) times the square's derivative from r and the flags, b's over b [K, N].
-        The derivative is 2 sqrt(r) where h > 0 and -2 slope sqrt(r) elsewhere (slope >= 0): r has lost h's sign."""
+    def relu2_matmul_kernel(a, b, r, out, M, N, K, BACKWARD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                            BK: tl.constexpr):
+        """out = relu(a @ b)^2 with b's descriptor over b^T [N, K]; backward, (a @ b) * 2 sqrt(r) (dr times relu^2's
+        derivative) with b's over b [K, N]."""
         n_tiles, pid, programs = tl.cdiv(N, BN), tl.program_id(0), tl.num_programs(0)
-        bit = 1 << tl.arange(0, 8)
         if BACKWARD:
             m0, n0 = (pid // n_tiles) * BM, (pid % n_tiles) * BN
             acc = tile_product(a, b, m0, n0, K, BM, BN, BK, True)  # r read after the K loop: no registers held over it
-            grad = 2 * tl.sqrt(r.load([m0, n0]).to(tl.float32))
-            if NEG_SLOPE != 0:
-                where, inside = sign_bits_offsets(m0, n0, M, N, BM, BN)
-                flags = tl.load(signs + where, mask=inside, other=0).to(tl.int32)
-                positive = tl.reshape((flags[:, :, None] & bit[None, None, :]) != 0, (BM, BN))
-                grad = tl.where(positive, grad, grad * -NEG_SLOPE)
-            out.store([m0, n0], (acc * grad).to(out.dtype))
+            out.store([m0, n0], (acc * 2 * tl.sqrt(r.load([m0, n0]).to(tl.float32))).to(out.dtype))
         else:
             done = pid - programs  # the epilogue's own tile count, as in triton's persistent matmul
             for tile in tl.range(pid, tl.cdiv(M, BM) * n_tiles, programs, flatten=True):
-                h = tile_product(a, b, (tile // n_tiles) * BM, (tile % n_tiles) * BN, K, BM, BN, BK, False)
+                h = tl.maximum(tile_product(a, b, (tile // n_tiles) * BM, (tile % n_tiles) * BN, K, BM, BN, BK,
+                                            False), 0.0)
                 done += programs
                 m0, n0 = (done // n_tiles) * BM, (done % n_tiles) * BN
-                if NEG_SLOPE != 0:
-                    where, inside = sign_bits_offsets(m0, n0, M, N, BM, BN)
-                    flags = tl.sum(tl.reshape(h > 0, (BM, BN // 8, 8)).to(tl.int32) * bit[None, None, :], 2)
-                    tl.store(signs + where, flags.to(tl.uint8), mask=inside)
-                    h = tl.where(h > 0, h, h * NEG_SLOPE)
-                else:
-                    h = tl.maximum(h, 0.0)
                 lo, hi = tl.split(tl.permute(tl.reshape(h * h, (BM, 2, BN // 2)), (0, 2, 1)))
                 out.store([m0, n0], lo.to(out.dtype))  # in two halves: room for a fourth pipeline stage
                 out.store([m0, n0 + BN // 2], hi.to(out.dtype))
@@ -694,63 +672,53 @@ if triton is not None:
 
 # (BM, BN, BK, pipeline stages) of the two relu^2 products: the fastest measured on H100 and H200
 RELU2_FWD_TILES, RELU2_BWD_TILES = (128, 256, 64, 4), (128, 128, 64, 3)
-RELU2_LEAKY_FWD_TILES = (128, 256, 64, 3)  # the sign bits' packing takes the fourth stage's shared memory
 
 
-def relu2_launch(a: Tensor, b: Tensor, neg_slope: float, r: Tensor | None, signs: Tensor) -> Tensor:
-    """One product of relu2_matmul_kernel by TMA, for b [K, N]: rows are 16-byte multiples; b is contiguous in the
-    backward (given the forward's r and signs: (a @ b) times the activation's derivative), b^T (fc) in the forward."""
+def relu2_matmul(a: Tensor, b: Tensor, r: Tensor | None = None) -> Tensor:
+    """relu(a @ b)^2, or given the forward's r (the backward) (a @ b) * 2 sqrt(r), for b [K, N], by TMA: rows are
+    16-byte multiples; b is contiguous in the backward, b^T (fc) in the forward."""
     backward = r is not None
     M, N = a.size(0), b.size(1)
-    BM, BN, BK, stages = RELU2_BWD_TILES if backward else RELU2_LEAKY_FWD_TILES if neg_slope else RELU2_FWD_TILES
+    BM, BN, BK, stages = RELU2_BWD_TILES if backward else RELU2_FWD_TILES
     out, desc = a.new_empty(M, N), TensorDescriptor.from_tensor
     tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
     relu2_matmul_kernel[(tiles if backward else min(tiles, SM_COUNT),)](
         desc(a, [BM, BK]), desc(b, [BK, BN]) if backward else desc(b.t(), [BN, BK]),
-        desc(r, [BM, BN]) if backward else None, desc(out, [BM, BN if backward else BN // 2]), signs, M, N,
-        a.size(1), NEG_SLOPE=neg_slope, BACKWARD=backward, BM=BM, BN=BN, BK=BK, num_warps=8, num_stages=stages)
+        desc(r, [BM, BN]) if backward else None, desc(out, [BM, BN if backward else BN // 2]), M, N, a.size(1),
+        BACKWARD=backward, BM=BM, BN=BN, BK=BK, num_warps=8, num_stages=stages)
     return out
 
 
-def relu2_matmul(a: Tensor, b: Tensor, neg_slope: float) -> tuple[Tensor, Tensor]:
-    """r = leaky_relu(a @ b, neg_slope)^2, and h > 0's flags as bits [M, N / 8] (empty at slope 0: r says it)."""
-    signs = a.new_empty((a.size(0), b.size(1) // 8) if neg_slope else (0,), dtype=torch.uint8)
-    return relu2_launch(a, b, neg_slope, None, signs), signs
-
-
 class ReluSquaredMLP(torch.autograd.Function):
-    """proj(leaky_relu(fc(x))^2), keeping only r = leaky_relu(h)^2 and h's sign bits: proj's weight gradient needs
-    r, and the activation's derivative follows from sqrt(r) and the sign."""
+    """proj(relu(fc(x))^2), keeping only r = relu(h)^2: proj's weight gradient needs it and relu(h) = sqrt(r)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # tl.dot takes one dtype
-    def forward(ctx, x, fc, proj, neg_slope):
+    def forward(ctx, x, fc, proj):
         x2 = x.flatten(0, -2).contiguous()
-        r, signs = relu2_matmul(x2, fc.t(), neg_slope)
-        ctx.save_for_backward(x2, fc, proj, r, signs)
-        ctx.neg_slope = neg_slope
+        r = relu2_matmul(x2, fc.t())
+        ctx.save_for_backward(x2, fc, proj, r)
         return (r @ proj.t()).view(*x.shape[:-1], -1)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
-        x2, fc, proj, r, signs = ctx.saved_tensors
+        x2, fc, proj, r = ctx.saved_tensors
         g2 = grad.flatten(0, -2).contiguous()
-        dh = relu2_launch(g2, proj, ctx.neg_slope, r, signs)
-        return (dh @ fc).view(*grad.shape[:-1], -1), dh.t() @ x2, g2.t() @ r, None
+        dh = relu2_matmul(g2, proj, r)
+        return (dh @ fc).view(*grad.shape[:-1], -1), dh.t() @ x2, g2.t() @ r
 
 
 class MLP(nn.Module):
-    def __init__(self, dim, mult, neg_slope):
+    def __init__(self, dim, mult):
         super().__init__()
         self.fc = CastedLinear(dim, mult * dim)
         self.proj = CastedLinear(mult * dim, dim, zero_init=True)
-        self.neg_slope = neg_slope
 
     def forward(self, x: Tensor) -> Tensor:
         if x.is_cuda and torch.is_grad_enabled():  # evaluation and GPTQ's input hooks take the modules' path
-            return ReluSquaredMLP.apply(x, self.fc.weight.to(x.dtype), self.proj.weight.to(x.dtype), self.neg_slope)
-        return self.proj(F.leaky_relu(self.fc(x), self.neg_slope).square())
+            return ReluSquaredMLP.apply(x, self.fc.weight.to(x.dtype), self.proj.weight.to(x.dtype))
+        return self.proj(F.relu(self.fc(x)).square())
 
 
 # -- block and hybrid
@@ -758,9 +726,9 @@ class Block(nn.Module):
     """Pre-norm residual block; SWA blocks borrow the model's one attention. With x0_mix each block first adds
     back a learned share (zero at first) of the input embedding."""
 
-    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int, mlp_neg_slope: float):
+    def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int):
         super().__init__()
-        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult, mlp_neg_slope)
+        self.mixer, self.mlp = mixer, MLP(dim, mlp_mult)
         self.mix_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
         self.x0_scale = nn.Parameter(torch.zeros(dim)) if x0_mix else None
@@ -783,8 +751,7 @@ class GDNHybrid(nn.Module):
         gdn = lambda: GatedDeltaNet(d, cfg["num_heads"], cfg["conv_size"])  # noqa: E731
         group = cfg["gdn_per_group"]
         self.layout = (["gdn"] * group + ["swa"]) * 2
-        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"],
-                                          cfg["mlp_neg_slope"])
+        self.blocks = nn.ModuleList(Block(d, cfg["mlp_mult"], gdn() if kind == "gdn" else None, cfg["x0_mix"])
                                     for kind in self.layout)
         self.smear = nn.Parameter(torch.zeros(d)) if cfg["smear"] else None
 
@@ -831,18 +798,9 @@ class GDNHybrid(nn.Module):
         return self.nll(self.hidden(ids), targets)
 
 
-def orthogonal_init(model: nn.Module):
-    """Each matrix Muon trains starts (semi-)orthogonal; those that start at zero stay at zero."""
-    for name, p in model.named_parameters():
-        if is_matrix(name, p) and p.any():
-            nn.init.orthogonal_(p)
-
-
 def build_model(args, device) -> GDNHybrid:
     """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling them is slower)."""
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
-    if args.ortho_init:
-        orthogonal_init(model)
     if device.type == "cuda":
         for block in model.blocks:
             block.compile(dynamic=False)  # a second training shape (SHORT_SEQ_FRAC) gets its own static kernels

@@ -77,7 +77,7 @@ def markov_tokens(n: int, vocab: int, seed: int = 0, p: float = 0.9) -> np.ndarr
 
 
 TINY_MODEL = dict(vocab_size=64, model_dim=64, num_heads=2, num_kv_heads=1, gdn_per_group=1, mlp_mult=2,
-                  mlp_neg_slope=0.0, conv_size=4, swa_window=16, doc_reset=1, smear=1, x0_mix=1, rope_base=10000.0,
+                  conv_size=4, swa_window=16, doc_reset=1, smear=1, x0_mix=1, rope_base=10000.0,
                   qk_gain_init=1.5, logit_softcap=30.0)
 PLAIN_INPUTS = dict(smear=0, x0_mix=0)  # without the previous-token gate and the per-block input embedding
 TINY_ENV = dict(VOCAB_SIZE="400", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", GDN_PER_GROUP="1",

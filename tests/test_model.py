@@ -174,91 +174,64 @@ def test_tune_conv_times_versions_in_turns_after_checking_their_gradients(capsys
     assert "1.200 1.300; median 1.250, 1.000x the first, faster in 1 of 2 rounds" in out  # 1.1, 1.2, then 1.3, 1.4
 
 
-def leaky_relu2(h, slope):
-    return torch.where(h > 0, h, slope * h).square()
+def relu2(h):
+    return h.relu().square()
 
 
-def relu2_case(seed: int, backward: bool, slope: float, M: int = 50, K: int = 24, N: int = 40):
-    """a [M, K], bt [N, K], a forward's r [M, N] with its sign bits (from a random h), in float64, and what the
-    (leaky) relu^2 matmul gives in that direction; the sizes are no multiples of the tiles, so the edges are tested."""
+def relu2_case(seed: int, backward: bool, M: int, K: int, N: int):
+    """a [M, K], bt [N, K], a forward's r [M, N] (from a random h), in float64, and what the relu^2 matmul gives
+    in that direction."""
     gen = torch.Generator().manual_seed(seed)
     a, bt, h = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((M, K), (N, K), (M, N)))
-    r = leaky_relu2(h, slope)
-    bits = ((h > 0).view(M, N // 8, 8).to(torch.uint8) << torch.arange(8, dtype=torch.uint8)).sum(-1, dtype=torch.uint8)
-    want = a @ bt.t() * torch.where(h > 0, 2 * r.sqrt(), -2 * slope * r.sqrt()) if backward else \
-        leaky_relu2(a @ bt.t(), slope)
-    return a, bt, r, bits, want
+    r = relu2(h)
+    want = a @ bt.t() * 2 * r.sqrt() if backward else relu2(a @ bt.t())
+    return a, bt, r, want
 
 
 @in_triton_interpreter
-@pytest.mark.parametrize("slope", [0.0, 0.5])
 @pytest.mark.parametrize("backward", [False, True])
-def test_relu2_matmul_epilogues_in_the_interpreter(backward, slope):
-    a, bt, r, bits, want = relu2_case(2, backward, slope, M=300, N=520)  # one program walks all 3 x 3 tiles
+def test_relu2_matmul_epilogues_in_the_interpreter(backward):
+    # no multiples of the tiles, so the edges are tested; one program walks all 3 x 3 tiles
+    a, bt, r, want = relu2_case(2, backward, M=300, K=24, N=520)
     if backward:  # b [K, N] contiguous
-        out = train_gpt.relu2_launch(a.float(), bt.t().contiguous().float(), slope, r.float(), bits)
-    else:  # b a view of [N, K]; the bits say where a @ b > 0 (none are kept at slope 0)
-        out, signs = train_gpt.relu2_matmul(a.float(), bt.float().t(), slope)
-        h = a @ bt.t()
-        assert signs.numel() == 0 if slope == 0 else torch.equal(
-            (signs[:, :, None] >> torch.arange(8, dtype=torch.uint8) & 1).flatten(1).bool(), h > 0)
+        out = train_gpt.relu2_matmul(a.float(), bt.t().contiguous().float(), r.float())
+    else:  # b a view of [N, K]
+        out = train_gpt.relu2_matmul(a.float(), bt.float().t())
     assert ((out.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @in_triton_interpreter
-@pytest.mark.parametrize("slope", [0.0, 0.5])
-def test_relu_squared_mlp_gradients_in_the_interpreter(slope):
+def test_relu_squared_mlp_gradients_in_the_interpreter():
     gen = torch.Generator().manual_seed(3)
     x, fc, proj, gy = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
                        for s in ((2, 32, 32), (48, 32), (32, 48), (2, 32, 32)))
-    want = torch.autograd.grad(leaky_relu2(x @ fc.t(), slope) @ proj.t(), (x, fc, proj), gy)
+    want = torch.autograd.grad(relu2(x @ fc.t()) @ proj.t(), (x, fc, proj), gy)
     ins = [t.detach().float().requires_grad_() for t in (x, fc, proj)]
-    got = torch.autograd.grad(train_gpt.ReluSquaredMLP.apply(*ins, slope), ins, gy.detach().float())
+    got = torch.autograd.grad(train_gpt.ReluSquaredMLP.apply(*ins), ins, gy.detach().float())
     for g, w in zip(got, want):
         assert g.shape == w.shape and ((g.double() - w).norm() / w.norm()).item() < 1e-5
 
 
-def test_ortho_init_starts_the_projections_orthogonal_and_keeps_zero_ones_at_zero():
-    torch.manual_seed(0)
-    model = train_gpt.GDNHybrid(TINY_MODEL)
-    train_gpt.orthogonal_init(model)
-    seen = 0
-    for name, p in model.named_parameters():
-        if not train_gpt.is_matrix(name, p):
-            continue
-        if name.endswith(("out.weight", "proj.weight")):
-            assert not p.any(), name  # zero-initialised outputs: each block starts as the identity
-            continue
-        w = p if p.size(0) <= p.size(1) else p.t()  # rows orthonormal on the short side
-        torch.testing.assert_close(w @ w.t(), torch.eye(w.size(0)), atol=1e-5, rtol=0)
-        seen += 1
-    assert seen >= 4  # qkv, gate, the attention's q and kv, the MLPs' fc
-
-
-def test_mlp_neg_slope_squares_a_leaky_relu_in_every_block():
-    model = train_gpt.GDNHybrid({**TINY_MODEL, "mlp_neg_slope": 0.5})
-    mlp = model.blocks[0].mlp
+def test_mlp_squares_a_relu_without_gradients():
+    mlp = train_gpt.MLP(TINY_MODEL["model_dim"], 2)
     torch.nn.init.normal_(mlp.proj.weight, std=0.1)  # zero-initialised: nothing to compare
     x = torch.randn(3, TINY_MODEL["model_dim"], generator=torch.Generator().manual_seed(0))
     h = x @ mlp.fc.weight.t()
-    assert (h < 0).any() and {b.mlp.neg_slope for b in model.blocks} == {0.5}
-    torch.testing.assert_close(mlp(x), torch.where(h > 0, h, 0.5 * h).square() @ mlp.proj.weight.t())
-    mlp.neg_slope = 0.0
+    assert (h < 0).any()
     torch.testing.assert_close(mlp(x), h.relu().square() @ mlp.proj.weight.t())
 
 
 @on_gpu_with_triton
-@pytest.mark.parametrize("slope", [0.0, 0.5])
 @pytest.mark.parametrize("shape, dim", [((48, 2048), 512), ((3, 100), 64)])  # the second is no multiple of a tile
-def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim, slope):
+def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
     torch.manual_seed(0)
-    mlp = train_gpt.MLP(dim, 3, slope).cuda()
+    mlp = train_gpt.MLP(dim, 3).cuda()
     torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to compare
     x = torch.randn(*shape, dim, device="cuda").bfloat16().requires_grad_()
     g = torch.randn(*shape, dim, device="cuda")
 
     def outputs_and_grads(x, fc, proj, mlp=None):
-        y = mlp(x) if mlp else F.linear(F.leaky_relu(F.linear(x, fc.to(x.dtype)), slope).square(), proj.to(x.dtype))
+        y = mlp(x) if mlp else F.linear(F.relu(F.linear(x, fc.to(x.dtype))).square(), proj.to(x.dtype))
         return (y, *torch.autograd.grad(y, (x, fc, proj), g.to(y.dtype)))
 
     weights = (mlp.fc.weight, mlp.proj.weight)

@@ -1,11 +1,11 @@
-"""Times one block's MLP, forward and backward, as training runs it: train_gpt's MLP at each negative slope
-given (the fused (leaky) relu^2 kernels on a GPU), beside the same weights through the modules uncompiled
-(cuBLAS products and separate activation kernels; inside the compiled blocks inductor fuses the activation, so
-those rows bound that path from above). Rounds alternate the variants, so a drifting clock hits each alike;
-prints each variant's median ms a call and peak memory above the inputs.
+"""Times one block's MLP, forward and backward, as training runs it: train_gpt's MLP (the fused relu^2 kernels on
+a GPU), beside the same weights through the modules uncompiled (cuBLAS products and separate activation kernels;
+inside the compiled blocks inductor fuses the activation, so that row bounds that path from above). Rounds
+alternate the variants, so a drifting clock hits each alike; prints each variant's median ms a call and peak
+memory above the inputs.
 
-    python3 scripts/bench/bench_mlp.py --slopes 0,0.5 --rounds 5 --calls 50
-    python3 scripts/bench/bench_mlp.py --slopes 0 --code train_gpt.py,.prev/train_gpt.py
+    python3 scripts/bench/bench_mlp.py --rounds 5 --calls 50
+    python3 scripts/bench/bench_mlp.py --code train_gpt.py,.prev/train_gpt.py
 
 --code times the fused path of each listed train_gpt.py version instead (the same weights and inputs), in turns.
 """
@@ -26,13 +26,12 @@ from scripts.common import cuda_ms, load_module, turn_order  # noqa: E402
 
 def mlp_call(mlp: tg.MLP, x: torch.Tensor, g: torch.Tensor, fused: bool):
     """One forward and backward, through the fused kernels or the modules (what MLP.forward runs without gradients)."""
-    y = mlp(x) if fused else mlp.proj(torch.nn.functional.leaky_relu(mlp.fc(x), mlp.neg_slope).square())
+    y = mlp(x) if fused else mlp.proj(torch.nn.functional.relu(mlp.fc(x)).square())
     y.backward(g)
 
 
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--slopes", default="0,0.5", help="MLP_NEG_SLOPE values, comma-separated")
     cli.add_argument("--tokens", type=int, default=98_304, help="rows of one call (48 x 2048: the proxy's step)")
     cli.add_argument("--rounds", type=int, default=5)
     cli.add_argument("--calls", type=int, default=50, help="timed calls a round, after as many untimed")
@@ -47,16 +46,15 @@ def main(argv=None):
     variants = {}
     versions = [(path, load_module(path, f"train_gpt_mlp{i}")) for i, path in enumerate(opt.code.split(","))] \
         if opt.code else [("", tg)]
-    for slope in (float(s) for s in opt.slopes.split(",")):
-        torch.manual_seed(0)
-        mlp = tg.MLP(dim, args.mlp_mult, slope).cuda()
-        torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to differentiate
-        for i, (path, module) in enumerate(versions):
-            version = module.MLP(dim, args.mlp_mult, slope).cuda()
-            version.load_state_dict(mlp.state_dict())
-            variants[f"fused, slope {slope:g}" + (f", {i}: {path}" if path else "")] = (version, True)
-        if not opt.code:
-            variants[f"modules, slope {slope:g}"] = (mlp, False)
+    torch.manual_seed(0)
+    mlp = tg.MLP(dim, args.mlp_mult).cuda()
+    torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to differentiate
+    for i, (path, module) in enumerate(versions):
+        version = module.MLP(dim, args.mlp_mult).cuda()
+        version.load_state_dict(mlp.state_dict())
+        variants["fused" + (f", {i}: {path}" if path else "")] = (version, True)
+    if not opt.code:
+        variants["modules"] = (mlp, False)
     times, peaks, items = {name: [] for name in variants}, {}, list(variants.items())
     for rnd in range(opt.rounds):
         for name, (mlp, fused) in (items[i] for i in turn_order(rnd, len(items))):

@@ -3,7 +3,7 @@ each compiled by Triton for Hopper (sm_90) exactly as train_gpt launches it at t
 its programs one SM holds. Needs Triton with its NVIDIA backend (ptxas ships with it), not a GPU: the launches are
 captured, not run.
 
-    python3 scripts/bench/kernel_resources.py [--code train_gpt.py,.prev/train_gpt.py] [--slopes 0,0.5]
+    python3 scripts/bench/kernel_resources.py [--code train_gpt.py,.prev/train_gpt.py]
 
 A program that holds more registers than 65,536 / (2 x its threads) leaves one program on an SM where the shared
 memory would take two, and the SM has fewer warps to hide its loads behind.
@@ -41,14 +41,13 @@ def captured_launches(tg, names: list[str], run) -> list[tuple[str, tuple, dict]
     return calls
 
 
-def mlp_launches(tg, slope: float, tokens: int, dim: int, hidden: int) -> list[tuple[str, tuple, dict]]:
+def mlp_launches(tg, tokens: int, dim: int, hidden: int) -> list[tuple[str, tuple, dict]]:
     """relu2_matmul_kernel's forward and backward launches for one MLP at the training shape (bf16 inputs)."""
     bf16 = dict(dtype=torch.bfloat16)
-    signs = torch.zeros((tokens, hidden // 8) if slope else (0,), dtype=torch.uint8)
     return captured_launches(tg, ["relu2_matmul_kernel"], lambda: (
-        tg.relu2_matmul(torch.zeros(tokens, dim, **bf16), torch.zeros(hidden, dim, **bf16).t(), slope),
-        tg.relu2_launch(torch.zeros(tokens, dim, **bf16), torch.zeros(dim, hidden, **bf16), slope,
-                        torch.zeros(tokens, hidden, **bf16), signs)))
+        tg.relu2_matmul(torch.zeros(tokens, dim, **bf16), torch.zeros(hidden, dim, **bf16).t()),
+        tg.relu2_matmul(torch.zeros(tokens, dim, **bf16), torch.zeros(dim, hidden, **bf16),
+                        torch.zeros(tokens, hidden, **bf16))))
 
 
 def conv_launches(tg, T: int, dim: int, heads: int, K: int) -> list[tuple[str, tuple, dict]]:
@@ -101,13 +100,13 @@ def cubin_usage(cubin: bytes) -> dict[str, int]:
     return {key: int(value) for key, value in re.findall(r"\b([A-Z]+):(\d+)", out.stdout)}
 
 
-def kernel_rows(code: str, slopes: list[float], name: str = "train_gpt_resources") -> list[dict]:
-    """One row per launch: the MLP's two relu^2 products at each slope, then ConvQKV's launches."""
+def kernel_rows(code: str, name: str = "train_gpt_resources") -> list[dict]:
+    """One row per launch: the MLP's two relu^2 products, then ConvQKV's launches."""
     tg = load_module(code, name)
     args = tg.Hyperparameters()
     dim, hidden, tokens = args.model_dim, args.mlp_mult * args.model_dim, args.micro_batch_seqs * args.train_seq_len
-    launches = [(f"relu2 {'backward' if call[2]['BACKWARD'] else 'forward'}, slope {slope:g}", *call)
-                for slope in slopes for call in mlp_launches(tg, slope, tokens, dim, hidden)]
+    launches = [(f"relu2 {'backward' if call[2]['BACKWARD'] else 'forward'}", *call)
+                for call in mlp_launches(tg, tokens, dim, hidden)]
     for kernel, args_, kw in conv_launches(tg, args.train_seq_len, dim, args.num_heads, args.conv_size):
         names = getattr(tg, kernel).arg_names
         part = f", part {args_[names.index('part')]}" if "part" in names else ""
@@ -125,17 +124,15 @@ def kernel_rows(code: str, slopes: list[float], name: str = "train_gpt_resources
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--code", default="train_gpt.py", help="comma-separated train_gpt.py versions")
-    cli.add_argument("--slopes", default="0,0.5", help="MLP_NEG_SLOPE values")
     opt = cli.parse_args(argv)
     try:
         import triton.backends.nvidia  # noqa: F401
     except ImportError:
         raise SystemExit("kernel_resources.py compiles for sm_90: it needs Triton with its NVIDIA backend")
-    slopes = [float(s) for s in opt.slopes.split(",")]
     print("| code | launch | settings | warps | registers a thread | spilled B | shared B | programs an SM: "
           "by registers / shared / threads |\n|---|---|---|---|---|---|---|---|")
     for i, code in enumerate(opt.code.split(",")):
-        for r in kernel_rows(code, slopes, f"train_gpt_resources{i}"):
+        for r in kernel_rows(code, f"train_gpt_resources{i}"):
             print(f"| {r['code']} | {r['launch']} | {r['config']} | {r['threads'] // 32} | {r['registers']} | "
                   f"{r['spilled']} | {r['shared']:,} | "
                   f"{r['by_registers']} / {r['by_shared']} / {r['by_threads']} |", flush=True)
