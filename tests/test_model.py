@@ -218,7 +218,7 @@ def test_mlp_squares_a_relu_without_gradients():
     x = torch.randn(3, TINY_MODEL["model_dim"], generator=torch.Generator().manual_seed(0))
     h = x @ mlp.fc.weight.t()
     assert (h < 0).any()
-    torch.testing.assert_close(mlp(x), h.relu().square() @ mlp.proj.weight.t())
+    torch.testing.assert_close(mlp(x), relu2(h) @ mlp.proj.weight.t())
 
 
 @on_gpu_with_triton
@@ -231,7 +231,7 @@ def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
     g = torch.randn(*shape, dim, device="cuda")
 
     def outputs_and_grads(x, fc, proj, mlp=None):
-        y = mlp(x) if mlp else F.linear(F.relu(F.linear(x, fc.to(x.dtype))).square(), proj.to(x.dtype))
+        y = mlp(x) if mlp else F.linear(relu2(F.linear(x, fc.to(x.dtype))), proj.to(x.dtype))
         return (y, *torch.autograd.grad(y, (x, fc, proj), g.to(y.dtype)))
 
     weights = (mlp.fc.weight, mlp.proj.weight)
