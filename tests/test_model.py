@@ -244,7 +244,7 @@ def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
 @on_gpu_with_triton
 def test_mlp_in_training_follows_autocast_like_the_modules():
     torch.manual_seed(0)
-    mlp = train_gpt.MLP(64, 3, 0.0).cuda()
+    mlp = train_gpt.MLP(64, 3).cuda()
     torch.nn.init.normal_(mlp.proj.weight, std=0.1)
     x = torch.randn(2, 100, 64, device="cuda", requires_grad=True)  # float32 in, as a caller outside the blocks
     with torch.autocast("cuda", dtype=torch.bfloat16):
