@@ -77,7 +77,6 @@ class Hyperparameters:
     compile_warmup_steps = 3
     lr_warmup_steps = 20
     warmdown_frac = 0.6
-    short_seq_frac = 0.0  # trial: the budget's first fraction trains at half TRAIN_SEQ_LEN, the batch's tokens kept
     train_log_every = 50
     # evaluation
     eval_seq_len = 2048
@@ -159,8 +158,6 @@ class Hyperparameters:
         if self.ttt_epochs and self.ttt_seq_len > chunk > 0:
             bad.append(f"TTT_SEQ_LEN={self.ttt_seq_len} is longer than a chunk's {self.ttt_chunk_tokens} tokens "
                        f"(whole EVAL_STRIDEs): adaptation would train on nothing; lower it or raise TTT_CHUNK_TOKENS")
-        if self.short_seq_frac > 0 and self.train_seq_len % 2:
-            bad.append(f"SHORT_SEQ_FRAC needs an even TRAIN_SEQ_LEN, not {self.train_seq_len}")
         if bad:
             raise ValueError("; ".join(bad) + " (README.md's settings table)")
 
@@ -803,7 +800,7 @@ def build_model(args, device) -> GDNHybrid:
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
         for block in model.blocks:
-            block.compile(dynamic=False)  # a second training shape (SHORT_SEQ_FRAC) gets its own static kernels
+            block.compile(dynamic=False)
         model.embed_inputs = torch.compile(model.embed_inputs, dynamic=False)
         model.nll = torch.compile(model.nll, dynamic=False)
     return model
@@ -961,13 +958,11 @@ def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
     return warm * max(0.0, min(1.0, left / args.warmdown_frac)) if args.warmdown_frac > 0 else warm
 
 
-def train_step(model, loader, accum: int, device, short: bool = False) -> Tensor:
-    """One optimizer step's forward and backward; short: each sequence split in two halves."""
+def train_step(model, loader, accum: int, device) -> Tensor:
+    """One optimizer step's forward and backward over ACCUM micro-batches; returns their mean loss."""
     total = torch.zeros((), device=device)
     for micro in range(accum):
         x, y = loader.next_batch()
-        if short:
-            x, y = x.view(-1, x.size(1) // 2), y.view(-1, y.size(1) // 2)
         if isinstance(model, DDP):
             model.require_backward_grad_sync = micro == accum - 1
         with autocast(device):
@@ -1004,16 +999,13 @@ def set_schedule(optimizers: list, step: int, elapsed: float, args) -> float:
 
 
 def compile_warmup(args, base_model, model, make_loader, optimizers, accum: int, device):
-    """COMPILE_WARMUP_STEPS steps at each training shape (the short one first, where there is one), which
-    compile their kernels, then undone."""
+    """COMPILE_WARMUP_STEPS steps that compile the training step's kernels, then undone."""
     initial = copy.deepcopy(base_model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
-    shapes = ([True] if args.short_seq_frac > 0 else []) + [False]
-    steps = [short for short in shapes for _ in range(args.compile_warmup_steps)]
-    for i, short in enumerate(steps):
+    for i in range(args.compile_warmup_steps):
         t = time.perf_counter()
-        train_step(model, make_loader(), accum, device, short)
+        train_step(model, make_loader(), accum, device)
         step_optimizers(optimizers)
-        log(f"compile_warmup_step:{i + 1}/{len(steps)} time:{time.perf_counter() - t:.1f}s")
+        log(f"compile_warmup_step:{i + 1}/{args.compile_warmup_steps} time:{time.perf_counter() - t:.1f}s")
     base_model.load_state_dict(initial[0])
     for opt, state in zip(optimizers, initial[1]):
         opt.load_state_dict(state)
@@ -1027,17 +1019,13 @@ def train(args, base_model, model, make_loader, device) -> dict:
     accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
     compile_warmup(args, base_model, model, make_loader, optimizers, accum, device)
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
-    step, tokens, elapsed, why, was_short = 0, 0, 0.0, "iterations", False
+    step, tokens, elapsed, why = 0, 0, 0.0, "iterations"
     sync(device)
     log(f"train_start_unix:{time.time():.1f}")  # lines the step lines' train_time up with a GPU sampler's clock
     t0 = time.perf_counter()
     while step < args.iterations:
         scale = set_schedule(optimizers, step, elapsed, args)
-        done = progress(step, elapsed, args)
-        short = done < args.short_seq_frac
-        if short != was_short:
-            log(f"train_seq_len:{args.train_seq_len // 2 if short else args.train_seq_len} from step {step + 1}")
-        loss, was_short = train_step(model, loader, accum, device, short), short
+        loss = train_step(model, loader, accum, device)
         step_optimizers(optimizers)
         ema.update(base_model)
         step, tokens = step + 1, tokens + args.train_batch_tokens

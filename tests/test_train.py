@@ -177,20 +177,6 @@ def test_compile_warmup_keeps_nothing(markov_data):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_short_seq_frac_halves_the_sequences_for_that_share_of_the_steps(markov_data, capsys):
-    args = tiny_args(markov_data, iterations=6, compile_warmup_steps=1, short_seq_frac=0.5)
-    model = fresh_model()
-    shapes = []
-    model.register_forward_pre_hook(lambda _, inputs: shapes.append(tuple(inputs[0].shape)))
-    train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
-    short, full = (16, 32), (8, 64)  # 512 tokens a step either way
-    assert shapes == [short, full] + [short] * 3 + [full] * 3  # warm-up: a step of each; steps 0-2 before half
-    out = capsys.readouterr().out
-    assert "train_seq_len:32 from step 1" in out and "train_seq_len:64 from step 4" in out
-    with pytest.raises(ValueError, match="even TRAIN_SEQ_LEN"):
-        tiny_args(markov_data, short_seq_frac=0.5, train_seq_len=63).check()
-
-
 def unigram_entropy(tokens: np.ndarray) -> float:
     p = np.bincount(tokens) / len(tokens)
     p = p[p > 0]
