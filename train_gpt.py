@@ -959,7 +959,7 @@ def lr_scale(step: int, elapsed: float, args: Hyperparameters) -> float:
 
 
 def train_step(model, loader, accum: int, device) -> Tensor:
-    """One optimizer step's forward and backward over ACCUM micro-batches; returns their mean loss."""
+    """One optimizer step's forward and backward over accum micro-batches; returns their mean loss."""
     total = torch.zeros((), device=device)
     for micro in range(accum):
         x, y = loader.next_batch()
