@@ -31,13 +31,18 @@ from scripts.bench.bench_step import random_batch  # noqa: E402
 from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 
-def doc_starts(ids: torch.Tensor, bos: int, cap: int) -> torch.Tensor:
-    """cu_seqlens of the packed batch: every row's first token and every BOS opens a sequence; padded to cap + 1
-    entries with B*T (empty sequences), so its shape never depends on the data."""
-    starts = (ids == bos)
+def opens_sequence(ids: torch.Tensor, bos: int) -> torch.Tensor:
+    """Where a packed sequence starts: every row's first token and every BOS."""
+    starts = ids == bos
     starts[:, 0] = True
+    return starts
+
+
+def doc_starts(ids: torch.Tensor, bos: int, cap: int) -> torch.Tensor:
+    """cu_seqlens of the packed batch, padded to cap + 1 entries with B*T (empty sequences), so its shape never
+    depends on the data."""
     n = ids.numel()
-    idx = torch.nonzero_static(starts.flatten(), size=cap, fill_value=n).flatten()
+    idx = torch.nonzero_static(opens_sequence(ids, bos).flatten(), size=cap, fill_value=n).flatten()
     return torch.cat([idx, idx.new_full((1,), n)]).int()
 
 
@@ -64,7 +69,7 @@ def main():
     cli.add_argument("--seq", type=int, default=2048)
     cli.add_argument("--rounds", type=int, default=6)
     cli.add_argument("--calls", type=int, default=20)
-    cli.add_argument("--caps", default="1024", help="comma-separated: most sequences varlen takes (rows + documents)")
+    cli.add_argument("--caps", default="1024", help="comma-separated: most sequences varlen takes (rows, documents)")
     cli.add_argument("--flex-options", action="append", default=[], help="flex kernel_options as JSON (repeatable)")
     opt = cli.parse_args()
     tg = load_module(opt.code, "train_gpt_bench")
@@ -77,7 +82,7 @@ def main():
     mask = tg.attention_mask(B, T, args.swa_window, doc, device)
     caps = [int(c) for c in opt.caps.split(",")]
     cus = {cap: doc_starts(ids, tg.BOS_ID, cap) for cap in caps}
-    n_seq = int((ids == tg.BOS_ID).sum() + (ids[:, 0] != tg.BOS_ID).sum())
+    n_seq = int(opens_sequence(ids, tg.BOS_ID).sum())
     if n_seq > min(caps):
         raise SystemExit(f"{n_seq} sequences overflow --caps {min(caps)}: raise it")
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
@@ -86,12 +91,11 @@ def main():
     k, v = (torch.randn(B, Hkv, T, D, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     dy = torch.randn(B, Hq, T, D, device=device, dtype=torch.bfloat16)
 
-    flex = torch.compile(tg.flex_attention, dynamic=False)
     contenders = {"flex": lambda: tg._flex_attention(q, k, v, block_mask=mask, enable_gqa=True)}
     for text in opt.flex_options:
         ko = json.loads(text)
-        contenders[f"flex {text}"] = (lambda ko: lambda: flex(q, k, v, block_mask=mask, enable_gqa=True,
-                                                               kernel_options=ko))(ko)
+        contenders[f"flex {text}"] = (lambda ko: lambda: tg._flex_attention(
+            q, k, v, block_mask=mask, enable_gqa=True, kernel_options=ko))(ko)
     attend, how = varlen_fn(B, T, Hq, Hkv, D)
     for cap, cu in cus.items():
         contenders[f"varlen cap {cap} {how}"] = (lambda cu: lambda: attend(q, k, v, cu))(cu)
