@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 import torch
+import torch._inductor.config as inductor_config
 import torch.distributed as dist
 import torch.nn.functional as F
 import zstandard
@@ -737,6 +738,26 @@ class Block(nn.Module):
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
 
 
+def sum_of(*tensors: Tensor) -> Tensor:
+    return sum(tensors)
+
+
+_sum_of = torch.compile(sum_of, dynamic=False) if torch.cuda.is_available() else sum_of
+
+
+class Fanout(torch.autograd.Function):
+    """x as n aliases whose n gradients come back together and are summed in one kernel; autograd would add them
+    two at a time, a kernel and a pass over the stream each."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, n: int):
+        return tuple(x.view_as(x) for _ in range(n))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _sum_of(*grads), None
+
+
 class GDNHybrid(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
@@ -774,8 +795,10 @@ class GDNHybrid(nn.Module):
 
     def hidden(self, ids: Tensor) -> Tensor:
         ctx = self.context(ids)
-        x = ctx["x0"] = self.embed_inputs(ids, ctx)
-        for block in self.blocks:
+        x = self.embed_inputs(ids, ctx)
+        n = 1 + len(self.blocks)  # the stream and every block's x0 mix
+        x, *x0 = Fanout.apply(x, n) if self.cfg["x0_mix"] else (x,) * n
+        for block, ctx["x0"] in zip(self.blocks, x0):
             x = block(x, ctx, block.mixer or self.attn)
         return x
 
@@ -799,6 +822,7 @@ def build_model(args, device) -> GDNHybrid:
     """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling them is slower)."""
     model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
     if device.type == "cuda":
+        inductor_config.combo_kernels = True  # a graph's independent small kernels share one launch
         for block in model.blocks:
             block.compile(dynamic=False)
         model.embed_inputs = torch.compile(model.embed_inputs, dynamic=False)

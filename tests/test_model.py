@@ -315,6 +315,27 @@ def test_flex_attention_with_the_document_block_mask_matches_create_block_mask()
     assert diff.abs().max() < 1e-2  # not bitwise: the two masks may list a row's blocks in another order
 
 
+def test_fanout_hands_back_the_sum_of_its_aliases_gradients():
+    x = torch.randn(3, 5, requires_grad=True)
+    weights = torch.randn(4, 3, 5)
+    outs = train_gpt.Fanout.apply(x, 4)
+    assert len(outs) == 4 and all(torch.equal(o, x) for o in outs)
+    sum(w * o for w, o in zip(weights, outs)).sum().backward()
+    assert torch.allclose(x.grad, weights.sum(0), atol=1e-6)
+
+
+def test_the_embedding_learns_from_the_stream_and_every_blocks_x0_mix():
+    ids = torch.randint(0, 64, (2, 16))
+    model, ref = tiny_model(x0_mix=1), tiny_model(x0_mix=1)  # one seed: the same weights
+    model(ids, ids).mean().backward()
+    ctx = ref.context(ids)
+    x = ctx["x0"] = ref.embed_inputs(ids, ctx)  # every use of the embedding summed by autograd itself
+    for block in ref.blocks:
+        x = block(x, ctx, block.mixer or ref.attn)
+    ref.nll(x, ids).mean().backward()
+    assert torch.allclose(model.embed.weight.grad, ref.embed.weight.grad, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
 def test_model_is_causal(features):
     model = tiny_model(**features)
