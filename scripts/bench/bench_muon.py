@@ -1,8 +1,8 @@
 """Times one Muon step over train_gpt.py's model for each version given, in turns, on the GPU (the CPU runs it
 too, for the tests). Every step sets the momentum the schedule would, so a version that compiles again when the
 momentum changes shows it: the graphs each compiled after its warm-up are listed. Each version first takes the
-same steps from the same weights and gradients, and the weights must move as the first version's do. The model is the
-one the environment's settings describe (the full-size default).
+same steps from the same weights and gradients, and the weights must move as the first version's do. The model
+is the one the environment's settings describe (the full-size default).
 
     python3 scripts/bench/bench_muon.py --code train_gpt.py,.prev/other.py --rounds 6 --steps 50
 """
