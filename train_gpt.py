@@ -859,22 +859,6 @@ def neuron_scales(update: Tensor, second: Tensor, beta2: float) -> Tensor:
     return (inv * keep).sqrt()
 
 
-def muon_stack_update(grads: list, bufs: list, second: Tensor, out: Tensor, momentum: Tensor, ns_steps: int,
-                      beta2: float, gain: float):
-    """One same-shape stack's update into `out`: Nesterov momentum, rows equilibrated, orthogonalised, each neuron
-    normalised, scaled by `gain`; compiled on a GPU, where its elementwise passes fuse around the products."""
-    for buf, grad in zip(bufs, grads):
-        buf.mul_(momentum).add_(grad)
-    g = torch.stack([grad + momentum * buf for grad, buf in zip(grads, bufs)])
-    g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)  # equal rows: better conditioned for few steps
-    update = newton_schulz(g, ns_steps)
-    out.copy_(update * (neuron_scales(update, second, beta2) * gain))
-
-
-# one graph per stack; the momentum, which the schedule ramps, is a tensor so that no step compiles again
-_muon_stack_update = torch.compile(muon_stack_update, dynamic=False) if torch.cuda.is_available() else muon_stack_update
-
-
 class Muon(torch.optim.Optimizer):
     """Nesterov momentum with rows equilibrated (MuonEq-R), orthogonalised per matrix in same-shape stacks, then
     normalised per neuron (NorMuon); each rank takes a contiguous share of every stack, and the updates, laid out
@@ -883,7 +867,6 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr, momentum, ns_steps, weight_decay, neuron_beta2):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
         self.neuron_beta2 = neuron_beta2
-        self.momentum = torch.zeros((), device=self.param_groups[0]["params"][0].device)  # the group's, as a tensor
         self.stacks = {}  # the matrices by shape and their momentum buffers: made once, not in every step
         for p in self.param_groups[0]["params"]:
             self.stacks.setdefault(p.shape, []).append(p)
@@ -894,17 +877,25 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):  # one group: the matrices
         (rank, world), group = rank_and_world(), self.param_groups[0]
-        self.momentum.fill_(group["momentum"])
-        params = [p for stack in self.stacks.values() for p in stack]
+        m, stacks = group["momentum"], self.stacks
+        params = [p for stack in stacks.values() for p in stack]
         flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
         start = 0
-        for shape, stack in self.stacks.items():
+        for shape, stack in stacks.items():
             lo, hi = rank * len(stack) // world, (rank + 1) * len(stack) // world
             if hi > lo:
+                grads = [p.grad for p in stack[lo:hi]]
+                bufs = [self.state[p]["momentum"] for p in stack[lo:hi]]
+                torch._foreach_mul_(bufs, m)
+                torch._foreach_add_(bufs, grads)
+                g = torch.stack(torch._foreach_add(grads, bufs, alpha=m))
+                g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-7)  # equal rows: better conditioned for few steps
+                update = newton_schulz(g, group["ns_steps"])
+                scales = neuron_scales(update, self.state[stack[0]]["second"][lo:hi], self.neuron_beta2)
                 mine = flat[start + lo * shape.numel():start + hi * shape.numel()].view(hi - lo, *shape)
-                _muon_stack_update([p.grad for p in stack[lo:hi]], [self.state[p]["momentum"] for p in stack[lo:hi]],
-                                   self.state[stack[0]]["second"][lo:hi], mine, self.momentum, group["ns_steps"],
-                                   self.neuron_beta2, max(1.0, shape[0] / shape[1]) ** 0.5)
+                if shape[0] > shape[1]:
+                    scales = scales * (shape[0] / shape[1]) ** 0.5
+                torch.mul(update, scales, out=mine)
             start += len(stack) * shape.numel()
         if world > 1:
             dist.all_reduce(flat)

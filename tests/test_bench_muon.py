@@ -33,7 +33,7 @@ def test_bench_muon_checks_the_updates_then_times_the_versions(tmp_path):
 def test_bench_muon_refuses_a_version_whose_updates_differ(tmp_path):
     unscaled = tmp_path / "unscaled.py"  # tall matrices' updates without their sqrt(rows / columns) gain
     code = (ROOT / "train_gpt.py").read_text()
-    assert "max(1.0, shape[0] / shape[1]) ** 0.5" in code
-    unscaled.write_text(code.replace("max(1.0, shape[0] / shape[1]) ** 0.5", "1.0"))
+    assert "scales = scales * (shape[0] / shape[1]) ** 0.5" in code
+    unscaled.write_text(code.replace("scales = scales * (shape[0] / shape[1]) ** 0.5", "pass"))
     run = bench_muon("train_gpt.py", str(unscaled))
     assert run.returncode != 0 and "not the same optimizer" in run.stderr, run.stderr[-3000:]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch._dynamo.utils import counters
 
 import train_gpt
 from conftest import PLAIN_INPUTS, TINY_MODEL, tiny_args
@@ -176,25 +175,6 @@ def test_compile_warmup_keeps_nothing(markov_data):
     out = train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
     assert out["steps"] == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-def test_training_steps_compile_nothing_after_the_warm_up(markov_data, monkeypatch):
-    """Muon's compiled update takes the momentum, which the schedule ramps, as a tensor: one warm-up step compiles
-    every stack's graph, and the timed steps reuse them."""
-    torch._dynamo.reset()
-    counters.clear()
-    compiled = torch.compile(train_gpt.muon_stack_update, backend="eager", dynamic=False)  # as on a GPU
-    monkeypatch.setattr(train_gpt, "_muon_stack_update", compiled)
-    graphs, warm_up = [], train_gpt.compile_warmup
-    monkeypatch.setattr(train_gpt, "compile_warmup", lambda *a: (warm_up(*a), graphs.append(unique_graphs())))
-    args = tiny_args(markov_data, iterations=6, compile_warmup_steps=1, muon_momentum_warmup_steps=300)
-    model = fresh_model()
-    train_gpt.train(args, model, model, make_loader(args), torch.device("cpu"))
-    assert 0 < graphs[0] < torch._dynamo.config.recompile_limit and unique_graphs() == graphs[0]
-
-
-def unique_graphs() -> int:
-    return counters["stats"]["unique_graphs"]
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:
