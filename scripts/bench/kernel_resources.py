@@ -1,12 +1,14 @@
 """Registers, shared memory and spills of train_gpt.py's Triton kernels (the relu^2 matmuls, the conv's three),
-each compiled by Triton for Hopper (sm_90) exactly as train_gpt launches it at the training shape, and how many of
-its programs one SM holds. Needs Triton with its NVIDIA backend (ptxas ships with it), not a GPU: the launches are
-captured, not run.
+each compiled by Triton for Hopper (sm_90) exactly as train_gpt launches it at the training shape, how many of
+its programs one SM holds, and its global loads in the PTX by width. Needs Triton with its NVIDIA backend (ptxas
+ships with it), not a GPU: the launches are captured, not run.
 
     python3 scripts/bench/kernel_resources.py [--code train_gpt.py,.prev/train_gpt.py]
 
 A program that holds more registers than 65,536 / (2 x its threads) leaves one program on an SM where the shared
-memory would take two, and the SM has fewer warps to hide its loads behind.
+memory would take two, and the SM has fewer warps to hide its loads behind. Loads narrower than 16 bytes where a
+version had 16-byte ones mean Triton could not prove a row's alignment (it knows an integer argument's divisibility
+by 16 only, and a constexpr's exactly). The relu^2 kernels read by TMA copies, which are no such loads.
 """
 
 from __future__ import annotations
@@ -79,14 +81,22 @@ def compile_for_hopper(kernel, args: list, kw: dict):
 
 
 def resources(compiled) -> dict:
-    """Registers a thread, spilled and shared bytes a program (ptxas's record in the cubin), and the programs an
-    SM holds by each limit."""
+    """Registers a thread, spilled and shared bytes a program (ptxas's record in the cubin), the programs an SM
+    holds by each limit, and the PTX's global loads: 16 bytes wide and narrower."""
     threads = compiled.metadata.num_warps * 32
     usage = cubin_usage(compiled.asm["cubin"])
     regs, shared = usage["REG"], compiled.metadata.shared
+    loads = [load_bytes(op) for op in re.findall(r"\bld\.global[.\w]*", compiled.asm["ptx"])]
     return {"registers": regs, "spilled": usage["LOCAL"], "shared": shared, "threads": threads,
             "by_registers": REGS_PER_SM // (-(-regs // 8) * 8 * threads),  # allocated 8 a thread at a time
-            "by_shared": SHARED_PER_SM // max(shared, 1), "by_threads": MAX_THREADS_PER_SM // threads}
+            "by_shared": SHARED_PER_SM // max(shared, 1), "by_threads": MAX_THREADS_PER_SM // threads,
+            "wide_loads": sum(b >= 16 for b in loads), "narrow_loads": sum(b < 16 for b in loads)}
+
+
+def load_bytes(op: str) -> int:
+    """Bytes one thread reads in a PTX load such as ld.global.v4.b32 (16) or ld.global.b16 (2)."""
+    vector = re.search(r"\.v(\d)\b", op)
+    return (int(vector[1]) if vector else 1) * int(re.findall(r"\.[bfsu](\d+)\b", op)[-1]) // 8
 
 
 def cubin_usage(cubin: bytes) -> dict[str, int]:
@@ -130,12 +140,13 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("kernel_resources.py compiles for sm_90: it needs Triton with its NVIDIA backend")
     print("| code | launch | settings | warps | registers a thread | spilled B | shared B | programs an SM: "
-          "by registers / shared / threads |\n|---|---|---|---|---|---|---|---|")
+          "by registers / shared / threads | global loads: 16 B / narrower |\n|---|---|---|---|---|---|---|---|---|")
     for i, code in enumerate(opt.code.split(",")):
         for r in kernel_rows(code, f"train_gpt_resources{i}"):
             print(f"| {r['code']} | {r['launch']} | {r['config']} | {r['threads'] // 32} | {r['registers']} | "
                   f"{r['spilled']} | {r['shared']:,} | "
-                  f"{r['by_registers']} / {r['by_shared']} / {r['by_threads']} |", flush=True)
+                  f"{r['by_registers']} / {r['by_shared']} / {r['by_threads']} | "
+                  f"{r['wide_loads']} / {r['narrow_loads']} |", flush=True)
 
 
 if __name__ == "__main__":
