@@ -86,7 +86,7 @@ def resources(compiled) -> dict:
     threads = compiled.metadata.num_warps * 32
     usage = cubin_usage(compiled.asm["cubin"])
     regs, shared = usage["REG"], compiled.metadata.shared
-    loads = [load_bytes(op) for op in re.findall(r"\bld\.global[.\w]*", compiled.asm["ptx"])]
+    loads = [load_bytes(op) for op in re.findall(r"\bld\.global[.\w:]*", compiled.asm["ptx"])]
     return {"registers": regs, "spilled": usage["LOCAL"], "shared": shared, "threads": threads,
             "by_registers": REGS_PER_SM // (-(-regs // 8) * 8 * threads),  # allocated 8 a thread at a time
             "by_shared": SHARED_PER_SM // max(shared, 1), "by_threads": MAX_THREADS_PER_SM // threads,
