@@ -7,8 +7,8 @@ ships with it), not a GPU: the launches are captured, not run.
 
 A program that holds more registers than 65,536 / (2 x its threads) leaves one program on an SM where the shared
 memory would take two, and the SM has fewer warps to hide its loads behind. Loads narrower than 16 bytes where a
-version had 16-byte ones mean Triton could not prove a row's alignment (it knows an integer argument's divisibility
-by 16 only, and a constexpr's exactly). The relu^2 kernels read by TMA copies, which are no such loads.
+version had 16-byte ones can mean Triton could not prove a row's alignment (it knows an integer argument's
+divisibility by 16 only, and a constexpr's exactly). The relu^2 kernels read by TMA copies, which are no such loads.
 """
 
 from __future__ import annotations
