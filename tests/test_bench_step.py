@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train_gpt
 from conftest import ROOT, tiny_args
@@ -133,6 +134,30 @@ def test_muon_ops_counts_at_least_the_products_of_every_stack(monkeypatch, capsy
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{ROOT / 'train_gpt.py'}: ") and "operations in one Muon step" in line
     assert int(line.split(": ")[1].split()[0]) >= 4 * 5 * 3
+
+
+def test_graph_passes_counts_an_output_scale_as_a_sum_over_tokens_and_a_scale_in_the_weight_as_none():
+    from scripts.bench.graph_passes import count_passes
+    B, T, D = 2, 30, 8
+    x, w, scale = torch.randn(B, T, D, requires_grad=True), torch.randn(D, D, requires_grad=True), torch.ones(D)
+    scale.requires_grad_()
+    by_output = count_passes(lambda x: scale * F.linear(x, w), [x], B, T)
+    by_weight = count_passes(lambda x: F.linear(x, scale[:, None] * w), [x], B, T)
+    assert by_output["backward"]["nodes"]["sum over tokens"] == 1 == by_output["forward"]["nodes"]["mul"]
+    assert by_output["backward"]["values"]["sum over tokens"] == D
+    assert by_weight["backward"]["nodes"]["sum over tokens"] == 0 == by_weight["forward"]["nodes"]["mul"]
+    assert by_weight["forward"]["nodes"]["mm"] == 1 and by_weight["backward"]["nodes"]["mm"] == 1  # dx; dw is weight-sized
+
+
+def test_graph_passes_reports_both_blocks(monkeypatch, capsys):
+    from scripts.bench import graph_passes
+    for key, value in {"VOCAB_SIZE": "64", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
+                       "GDN_PER_GROUP": "1", "MLP_MULT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    graph_passes.main(["--code", str(ROOT / "train_gpt.py")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["gdn block", "swa block"]
+    assert all(" sums over tokens " in line and "backward " in line for line in lines)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
