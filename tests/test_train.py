@@ -177,6 +177,35 @@ def test_compile_warmup_keeps_nothing(markov_data):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or train_gpt.triton is None,
+                    reason="needs CUDA and Triton: a host sync is a wait for the GPU")
+def test_a_training_step_never_waits_for_the_gpu(markov_data):
+    """The host stays ahead of the GPU through whole steps (schedule, forward, backward, optimizers, EMA): any
+    synchronising call in them raises under torch's sync debug mode, once the first steps have compiled."""
+    args, device = tiny_args(markov_data), torch.device("cuda")
+    model = train_gpt.build_model(args, device)
+    optimizers, ema = train_gpt.build_optimizers(model, args), train_gpt.EMA(model, args.ema_decay)
+    loader = train_gpt.DistributedLoader(args.train_files, args.vocab_size, 0, 1, args.micro_batch_seqs,
+                                         args.train_seq_len, device)
+
+    def step(i):
+        train_gpt.set_schedule(optimizers, i, 0.0, args)
+        train_gpt.train_step(model, loader, 1, device)
+        train_gpt.step_optimizers(optimizers)
+        ema.update(model)
+
+    for i in range(3):  # compiling, autotuning and the allocator's first requests may wait
+        step(i)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(3, 6):
+            step(i)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
 def unigram_entropy(tokens: np.ndarray) -> float:
     p = np.bincount(tokens) / len(tokens)
     p = p[p > 0]
