@@ -33,7 +33,8 @@ def token_sized(node, B: int, T: int) -> bool:
 
 
 def op_name(node) -> str:
-    return str(node.target).split(".")[1] if str(node.target).startswith("aten.") else node.target.__name__
+    name = str(node.target)
+    return name.split(".")[1] if name.startswith("aten.") else getattr(node.target, "__name__", name)
 
 
 def per_token(node, B: int, T: int) -> int:
