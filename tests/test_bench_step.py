@@ -146,7 +146,7 @@ def test_graph_passes_counts_an_output_scale_as_a_sum_over_tokens_and_a_scale_in
     assert by_output["backward"]["nodes"]["sum over tokens"] == 1 == by_output["forward"]["nodes"]["mul"]
     assert by_output["backward"]["values"]["sum over tokens"] == D
     assert by_weight["backward"]["nodes"]["sum over tokens"] == 0 == by_weight["forward"]["nodes"]["mul"]
-    assert by_weight["forward"]["nodes"]["mm"] == 1 and by_weight["backward"]["nodes"]["mm"] == 1  # dx; dw is weight-sized
+    assert by_weight["forward"]["nodes"]["mm"] == 1 == by_weight["backward"]["nodes"]["mm"]  # dx (dw: weight-sized)
 
 
 def test_graph_passes_reports_both_blocks(monkeypatch, capsys):

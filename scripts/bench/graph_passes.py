@@ -1,6 +1,6 @@
 """Counts, without a GPU, the passes over token-sized tensors in one block's forward and backward graphs, for each
 version given: a GDN block and an SWA block of the model the environment's settings describe (the full-size
-default: ~1 min on 2 CPU cores), traced as torch.compile hands them to inductor (AOT autograd's graphs, before
+default: ~4 s a version on 2 CPU cores), traced as torch.compile hands them to inductor (AOT autograd's graphs, before
 fusion). A computing node whose output holds a value a token (views and allocations not counted) is a pass over
 the activations unless inductor fuses it into a neighbour; a sum over the tokens to a per-channel vector is a
 reduction kernel of its own in the profiles so far. What inductor then fuses, only a GPU profile says.
@@ -21,9 +21,9 @@ from torch._functorch.aot_autograd import aot_module_simplified, make_boxed_func
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from scripts.common import load_module  # noqa: E402
 
-NOT_PASSES = {"getitem", "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select", "split",
-              "split_with_sizes", "unbind", "unsqueeze", "squeeze", "alias", "detach", "as_strided", "empty",
-              "empty_like", "empty_strided", "zeros", "full", "scalar_tensor", "clone"}
+NOT_PASSES = {"getitem", "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice",
+              "select", "split", "split_with_sizes", "unbind", "unsqueeze", "squeeze", "alias", "detach",
+              "as_strided", "empty", "empty_like", "empty_strided", "zeros", "full", "scalar_tensor", "clone"}
 TOKENS = 2, 300  # B, T: 300 and 600 are no model width, so a token-sized tensor shows by its shape
 
 
