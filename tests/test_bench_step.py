@@ -124,12 +124,17 @@ def test_launch_sources_names_the_op_its_callers_and_shapes_per_kernel():
                        "absent": []}
 
 
-def test_muon_ops_counts_at_least_the_products_of_every_stack(monkeypatch, capsys):
-    """Tiny model, on the CPU: 4 same-shape stacks of projections, each 5 Newton-Schulz iterations of 3 products."""
-    from scripts.bench import muon_ops
+def tiny_model_settings(monkeypatch):
+    """The environment under which a script's Hyperparameters() describe a tiny model."""
     for key, value in {"VOCAB_SIZE": "64", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
                        "GDN_PER_GROUP": "1", "MLP_MULT": "2"}.items():
         monkeypatch.setenv(key, value)
+
+
+def test_muon_ops_counts_at_least_the_products_of_every_stack(monkeypatch, capsys):
+    """Tiny model, on the CPU: 4 same-shape stacks of projections, each 5 Newton-Schulz iterations of 3 products."""
+    from scripts.bench import muon_ops
+    tiny_model_settings(monkeypatch)
     muon_ops.main(["--code", str(ROOT / "train_gpt.py")])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{ROOT / 'train_gpt.py'}: ") and "operations in one Muon step" in line
@@ -151,9 +156,7 @@ def test_graph_passes_counts_an_output_scale_as_a_sum_over_tokens_and_a_scale_in
 
 def test_graph_passes_reports_both_blocks(monkeypatch, capsys):
     from scripts.bench import graph_passes
-    for key, value in {"VOCAB_SIZE": "64", "MODEL_DIM": "64", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
-                       "GDN_PER_GROUP": "1", "MLP_MULT": "2"}.items():
-        monkeypatch.setenv(key, value)
+    tiny_model_settings(monkeypatch)
     graph_passes.main(["--code", str(ROOT / "train_gpt.py")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(": ")[1] for line in lines] == ["gdn block", "swa block"]
