@@ -353,8 +353,13 @@ class CastedLinear(nn.Linear):
         if zero_init:
             nn.init.zeros_(self.weight)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
+    def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
+        return F.linear(x, self.cast_weight(x.dtype, out_scale))
+
+    def cast_weight(self, dtype, out_scale: Tensor | None = None) -> Tensor:
+        """The weight in `dtype`, each output row times out_scale: the scale's gradient then comes from the
+        weight's, a sum over its rows, instead of a pass over every token's output and its gradient."""
+        return (self.weight if out_scale is None else out_scale[:, None] * self.weight).to(dtype)
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -554,7 +559,7 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.norm_weight = nn.Parameter(torch.ones(self.head_dim))
 
-    def forward(self, x: Tensor, ctx: dict) -> Tensor:
+    def forward(self, x: Tensor, ctx: dict, out_scale: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         # all that x gives before the first kernel call: x's gradient sums in one graph, and no compiled graph
         # runs between the conv and the recurrence (the GPU would wait for its launch)
@@ -564,7 +569,7 @@ class GatedDeltaNet(nn.Module):
             g = g + DOC_RESET_GATE * ctx["bos"][..., None]
         beta = b.sigmoid().to(qkv.dtype)
         o = gated_delta_rule(*conv_qkv(qkv, self.conv, ctx["doc"], self.heads), g, beta)
-        return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1))
+        return self.out(gated_rms_norm(o, gate.view_as(o), self.norm_weight).reshape(B, T, -1), out_scale)
 
 
 # -- attention
@@ -620,7 +625,7 @@ class SlidingWindowAttention(nn.Module):
         self.out = CastedLinear(dim, dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
 
-    def forward(self, x: Tensor, ctx: dict) -> Tensor:
+    def forward(self, x: Tensor, ctx: dict, out_scale: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k, v = self.kv(x).view(B, T, 2 * self.kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
@@ -631,7 +636,7 @@ class SlidingWindowAttention(nn.Module):
             y = _flex_attention(q, k, v, block_mask=ctx["mask"], enable_gqa=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx["mask"], enable_gqa=True)
-        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+        return self.out(y.transpose(1, 2).reshape(B, T, -1), out_scale)
 
 
 # -- MLP: relu^2 fused into its matmuls
@@ -713,16 +718,17 @@ class MLP(nn.Module):
         self.fc = CastedLinear(dim, mult * dim)
         self.proj = CastedLinear(mult * dim, dim, zero_init=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
         if x.is_cuda and torch.is_grad_enabled():  # evaluation and GPTQ's input hooks take the modules' path
-            return ReluSquaredMLP.apply(x, self.fc.weight.to(x.dtype), self.proj.weight.to(x.dtype))
-        return self.proj(F.relu(self.fc(x)).square())
+            return ReluSquaredMLP.apply(x, self.fc.cast_weight(x.dtype), self.proj.cast_weight(x.dtype, out_scale))
+        return self.proj(F.relu(self.fc(x)).square(), out_scale)
 
 
 # -- block and hybrid
 class Block(nn.Module):
-    """Pre-norm residual block; SWA blocks borrow the model's one attention. With x0_mix each block first adds
-    back a learned share (zero at first) of the input embedding."""
+    """Pre-norm residual block; SWA blocks borrow the model's one attention. The mixer's and the MLP's output
+    scales ride in their last projections' weights. With x0_mix each block first adds back a learned share (zero at
+    first) of the input embedding."""
 
     def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int):
         super().__init__()
@@ -734,8 +740,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, ctx: dict, mixer: nn.Module) -> Tensor:
         if self.x0_scale is not None:
             x = x + self.x0_scale.to(x.dtype) * ctx["x0"]
-        x = x + self.mix_scale.to(x.dtype) * mixer(rms_norm(x), ctx)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        x = x + mixer(rms_norm(x), ctx, self.mix_scale)
+        return x + self.mlp(rms_norm(x), self.mlp_scale)
 
 
 def sum_of(*tensors: Tensor) -> Tensor:

@@ -229,16 +229,17 @@ def test_mlp_in_training_on_the_gpu_matches_the_reference(shape, dim):
     torch.nn.init.normal_(mlp.proj.weight, std=dim ** -0.5)  # zero-initialised: nothing to compare
     x = torch.randn(*shape, dim, device="cuda").bfloat16().requires_grad_()
     g = torch.randn(*shape, dim, device="cuda")
+    scale = (1 + 0.5 * torch.randn(dim, device="cuda")).requires_grad_()  # as a block's mlp_scale
 
-    def outputs_and_grads(x, fc, proj, mlp=None):
-        y = mlp(x) if mlp else F.linear(relu2(F.linear(x, fc.to(x.dtype))), proj.to(x.dtype))
-        return (y, *torch.autograd.grad(y, (x, fc, proj), g.to(y.dtype)))
+    def outputs_and_grads(x, fc, proj, scale, mlp=None):
+        y = mlp(x, scale) if mlp else scale.to(x.dtype) * F.linear(relu2(F.linear(x, fc.to(x.dtype))), proj.to(x.dtype))
+        return (y, *torch.autograd.grad(y, (x, fc, proj, scale), g.to(y.dtype)))
 
-    weights = (mlp.fc.weight, mlp.proj.weight)
+    weights = (mlp.fc.weight, mlp.proj.weight, scale)
     fast = outputs_and_grads(x, *weights, mlp)
     before = outputs_and_grads(x, *weights)  # bf16 through cuBLAS and separate kernels, as inference runs
     exact = outputs_and_grads(*(t.detach().double().requires_grad_() for t in (x, *weights)))
-    assert_no_worse_than_before(("y", "dx", "dfc", "dproj"), fast, before, exact)
+    assert_no_worse_than_before(("y", "dx", "dfc", "dproj", "dscale"), fast, before, exact)
 
 
 @on_gpu_with_triton
@@ -334,6 +335,30 @@ def test_the_embedding_learns_from_the_stream_and_every_blocks_x0_mix():
         x = block(x, ctx, block.mixer or ref.attn)
     ref.nll(x, ids).mean().backward()
     assert torch.allclose(model.embed.weight.grad, ref.embed.weight.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_outputs():
+    model = tiny_model()
+    ids = torch.randint(4, 64, (2, 24))
+    ctx = model.context(ids)
+    ctx["x0"] = model.embed_inputs(ids, ctx).detach()
+    for block in model.blocks:
+        mixer = block.mixer or model.attn
+        with torch.no_grad():
+            block.mix_scale.normal_(1, 0.5), block.mlp_scale.normal_(1, 0.5)
+        x = torch.randn(2, 24, TINY_MODEL["model_dim"], requires_grad=True)
+        wrt = [x, *block.parameters(), *mixer.parameters()]
+
+        def by_the_outputs(x):
+            x = x + block.x0_scale * ctx["x0"]
+            x = x + block.mix_scale * mixer(train_gpt.rms_norm(x), ctx)
+            return x + block.mlp_scale * block.mlp(train_gpt.rms_norm(x))
+
+        got, want = block(x, ctx, mixer), by_the_outputs(x)
+        gy = torch.randn_like(got)
+        assert ((got - want).norm() / want.norm()).item() < 1e-6
+        for g, w in zip(torch.autograd.grad(got, wrt, gy), torch.autograd.grad(want, wrt, gy)):
+            assert ((g - w).norm() / w.norm()).item() < 1e-5
 
 
 @pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])
