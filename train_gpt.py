@@ -728,7 +728,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block; SWA blocks borrow the model's one attention. The mixer's and the MLP's output
     scales ride in their last projections' weights. With x0_mix each block first adds back a learned share (zero at
-    first) of the input embedding."""
+    first) of the input embedding, whose gradient GDNHybrid.hidden's X0Fanout scales."""
 
     def __init__(self, dim, mlp_mult, mixer: nn.Module | None, x0_mix: int):
         super().__init__()
@@ -738,30 +738,49 @@ class Block(nn.Module):
         self.x0_scale = nn.Parameter(torch.zeros(dim)) if x0_mix else None
 
     def forward(self, x: Tensor, ctx: dict, mixer: nn.Module) -> Tensor:
-        if self.x0_scale is not None:
-            x = x + self.x0_scale.to(x.dtype) * ctx["x0"]
+        if self.x0_scale is not None:  # the share's gradients are X0Fanout's to scale
+            x = x + ScaledLater.apply(ctx["x0"], self.x0_scale.to(x.dtype))
         x = x + mixer(rms_norm(x), ctx, self.mix_scale)
         return x + self.mlp(rms_norm(x), self.mlp_scale)
 
 
-def sum_of(*tensors: Tensor) -> Tensor:
-    return sum(tensors)
-
-
-_sum_of = torch.compile(sum_of, dynamic=False) if torch.cuda.is_available() else sum_of
-
-
-class Fanout(torch.autograd.Function):
-    """x as n aliases whose n gradients come back together and are summed in one kernel; autograd would add them
-    two at a time, a kernel and a pass over the stream each."""
+class ScaledLater(torch.autograd.Function):
+    """s * x0 whose gradient reaches x0 unscaled and s not at all: X0Fanout scales it and takes s's gradient."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, n: int):
-        return tuple(x.view_as(x) for _ in range(n))
+    def forward(ctx, x0: Tensor, s: Tensor):
+        return s * x0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def x0_grads(x: Tensor, scales: list[Tensor], stream: Tensor, *shares: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """x's gradient, the stream's plus each block's share's scaled, and each block's x0-scale gradient, its share's
+    gradient times x summed over the tokens: the shares' gradients are read once for both."""
+    dx = stream.float() + sum(s * g.float() for s, g in zip(scales, shares))
+    return dx.to(x.dtype), [(g.float() * x.float()).sum((0, 1)) for g in shares]
+
+
+_x0_grads = torch.compile(x0_grads, dynamic=False) if torch.cuda.is_available() else x0_grads
+
+
+class X0Fanout(torch.autograd.Function):
+    """x as the stream and as each block's x0 share, given the blocks' x0 scales. The shares' gradients come back
+    unscaled (ScaledLater) and are scaled, summed and turned into the scales' gradients together here, where each
+    block would write a scaled copy and sum over the tokens for its scale, and autograd add the copies in pairs."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *scales: Tensor):
+        ctx.save_for_backward(x, *scales)
+        return tuple(x.view_as(x) for _ in range(1 + len(scales)))
 
     @staticmethod
     def backward(ctx, *grads):
-        return _sum_of(*grads), None
+        x, *scales = ctx.saved_tensors
+        dx, dscales = _x0_grads(x, scales, *grads)
+        return dx, *dscales
 
 
 class GDNHybrid(nn.Module):
@@ -802,8 +821,8 @@ class GDNHybrid(nn.Module):
     def hidden(self, ids: Tensor) -> Tensor:
         ctx = self.context(ids)
         x = self.embed_inputs(ids, ctx)
-        n = 1 + len(self.blocks)  # the stream and every block's x0 mix
-        x, *x0 = Fanout.apply(x, n) if self.cfg["x0_mix"] else (x,) * n
+        scales = [block.x0_scale for block in self.blocks]
+        x, *x0 = X0Fanout.apply(x, *scales) if self.cfg["x0_mix"] else (x,) * (1 + len(self.blocks))
         for block, ctx["x0"] in zip(self.blocks, x0):
             x = block(x, ctx, block.mixer or self.attn)
         return x

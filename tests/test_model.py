@@ -316,25 +316,36 @@ def test_flex_attention_with_the_document_block_mask_matches_create_block_mask()
     assert diff.abs().max() < 1e-2  # not bitwise: the two masks may list a row's blocks in another order
 
 
-def test_fanout_hands_back_the_sum_of_its_aliases_gradients():
-    x = torch.randn(3, 5, requires_grad=True)
-    weights = torch.randn(4, 3, 5)
-    outs = train_gpt.Fanout.apply(x, 4)
-    assert len(outs) == 4 and all(torch.equal(o, x) for o in outs)
-    sum(w * o for w, o in zip(weights, outs)).sum().backward()
-    assert torch.allclose(x.grad, weights.sum(0), atol=1e-6)
+def test_x0_fanout_gives_the_gradients_of_the_scaled_shares():
+    x, scales = torch.randn(2, 3, 5, requires_grad=True), [torch.randn(5, requires_grad=True) for _ in range(3)]
+    stream, *shares = train_gpt.X0Fanout.apply(x, *scales)
+    assert len(shares) == 3 and torch.equal(stream, x) and all(torch.equal(o, x) for o in shares)
+    weights = torch.randn(4, 2, 3, 5)
+    later = train_gpt.ScaledLater.apply
+    out = weights[0] * stream + sum(w * later(o, s) for w, o, s in zip(weights[1:], shares, scales))
+    want = weights[0] * x + sum(w * s * x for w, s in zip(weights[1:], scales))
+    assert torch.allclose(out, want)
+    got, ref = torch.autograd.grad(out.sum(), [x, *scales]), torch.autograd.grad(want.sum(), [x, *scales])
+    assert all(torch.allclose(g, r, atol=1e-5) for g, r in zip(got, ref))
 
 
-def test_the_embedding_learns_from_the_stream_and_every_blocks_x0_mix():
+def test_the_embedding_learns_from_the_stream_and_every_blocks_x0_mix(monkeypatch):
     ids = torch.randint(0, 64, (2, 16))
     model, ref = tiny_model(x0_mix=1), tiny_model(x0_mix=1)  # one seed: the same weights
+    for m in (model, ref):
+        torch.manual_seed(1)  # the same non-zero scales in both: zeros would pass the shares no gradient
+        for block in m.blocks:
+            block.x0_scale.data.normal_()
     model(ids, ids).mean().backward()
+    monkeypatch.setattr(train_gpt.ScaledLater, "apply", lambda x0, s: s * x0)  # the plain product, to autograd
     ctx = ref.context(ids)
     x = ctx["x0"] = ref.embed_inputs(ids, ctx)  # every use of the embedding summed by autograd itself
     for block in ref.blocks:
         x = block(x, ctx, block.mixer or ref.attn)
     ref.nll(x, ids).mean().backward()
     assert torch.allclose(model.embed.weight.grad, ref.embed.weight.grad, rtol=1e-4, atol=1e-7)
+    for ours, theirs in zip(model.blocks, ref.blocks):
+        assert torch.allclose(ours.x0_scale.grad, theirs.x0_scale.grad, rtol=1e-4, atol=1e-7)
 
 
 def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_outputs():
@@ -347,10 +358,10 @@ def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_
         with torch.no_grad():
             block.mix_scale.normal_(1, 0.5), block.mlp_scale.normal_(1, 0.5)
         x = torch.randn(2, 24, TINY_MODEL["model_dim"], requires_grad=True)
-        wrt = [x, *block.parameters(), *mixer.parameters()]
+        wrt = [x, *(p for p in block.parameters() if p is not block.x0_scale), *mixer.parameters()]
 
-        def by_the_outputs(x):
-            x = x + block.x0_scale * ctx["x0"]
+        def by_the_outputs(x):  # the x0 share as in the block: its gradients are X0Fanout's, tested above
+            x = x + train_gpt.ScaledLater.apply(ctx["x0"], block.x0_scale)
             x = x + block.mix_scale * mixer(train_gpt.rms_norm(x), ctx)
             return x + block.mlp_scale * block.mlp(train_gpt.rms_norm(x))
 
