@@ -737,11 +737,15 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(dim))
         self.x0_scale = nn.Parameter(torch.zeros(dim)) if x0_mix else None
 
-    def forward(self, x: Tensor, ctx: dict, mixer: nn.Module) -> Tensor:
+    def forward(self, x: Tensor, ctx: dict, mixer: nn.Module, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The stream and the MLP's output, whose sum is the block's output; given the previous block's pair, their
+        sum is taken in this block's first kernel, not in a pass of its own after the MLP's product."""
+        if y is not None:
+            x = x + y
         if self.x0_scale is not None:  # the share's gradients are X0Fanout's to scale
             x = x + ScaledLater.apply(ctx["x0"], self.x0_scale.to(x.dtype))
         x = x + mixer(rms_norm(x), ctx, self.mix_scale)
-        return x + self.mlp(rms_norm(x), self.mlp_scale)
+        return x, self.mlp(rms_norm(x), self.mlp_scale)
 
 
 class ScaledLater(torch.autograd.Function):
@@ -823,9 +827,10 @@ class GDNHybrid(nn.Module):
         x = self.embed_inputs(ids, ctx)
         scales = [block.x0_scale for block in self.blocks]
         x, *x0 = X0Fanout.apply(x, *scales) if self.cfg["x0_mix"] else (x,) * (1 + len(self.blocks))
+        y = None
         for block, ctx["x0"] in zip(self.blocks, x0):
-            x = block(x, ctx, block.mixer or self.attn)
-        return x
+            x, y = block(x, ctx, block.mixer or self.attn, y)
+        return x + y
 
     def logits(self, ids: Tensor) -> Tensor:
         return self.head(self.hidden(ids))

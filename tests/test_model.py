@@ -341,7 +341,7 @@ def test_the_embedding_learns_from_the_stream_and_every_blocks_x0_mix(monkeypatc
     ctx = ref.context(ids)
     x = ctx["x0"] = ref.embed_inputs(ids, ctx)  # every use of the embedding summed by autograd itself
     for block in ref.blocks:
-        x = block(x, ctx, block.mixer or ref.attn)
+        x = sum(block(x, ctx, block.mixer or ref.attn))
     ref.nll(x, ids).mean().backward()
     assert torch.allclose(model.embed.weight.grad, ref.embed.weight.grad, rtol=1e-4, atol=1e-7)
     for ours, theirs in zip(model.blocks, ref.blocks):
@@ -365,11 +365,26 @@ def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_
             x = x + block.mix_scale * mixer(train_gpt.rms_norm(x), ctx)
             return x + block.mlp_scale * block.mlp(train_gpt.rms_norm(x))
 
-        got, want = block(x, ctx, mixer), by_the_outputs(x)
+        got, want = sum(block(x, ctx, mixer)), by_the_outputs(x)
         gy = torch.randn_like(got)
         assert ((got - want).norm() / want.norm()).item() < 1e-6
         for g, w in zip(torch.autograd.grad(got, wrt, gy), torch.autograd.grad(want, wrt, gy)):
             assert ((g - w).norm() / w.norm()).item() < 1e-5
+
+
+def test_a_block_given_the_previous_blocks_pair_adds_it_first():
+    model = tiny_model()
+    ids = torch.randint(4, 64, (2, 24))
+    ctx = model.context(ids)
+    ctx["x0"] = model.embed_inputs(ids, ctx).detach()
+    for block in model.blocks:
+        x, y = torch.randn(2, 2, 24, TINY_MODEL["model_dim"]).unbind(0)
+        x.requires_grad_(), y.requires_grad_()
+        got, want = sum(block(x, ctx, block.mixer or model.attn, y)), sum(block(x + y, ctx, block.mixer or model.attn))
+        gy = torch.randn_like(got)
+        assert torch.allclose(got, want, atol=1e-6)
+        (want_x,), (got_x, got_y) = torch.autograd.grad(want, [x], gy), torch.autograd.grad(got, [x, y], gy)
+        assert torch.allclose(got_x, want_x, atol=1e-6) and torch.allclose(got_y, want_x, atol=1e-6)
 
 
 @pytest.mark.parametrize("features", [{}, PLAIN_INPUTS])

@@ -154,6 +154,8 @@ def part_times(tg, model, opts, ema, args, B, T, steps, device):
         def run():
             with tg.autocast(device):
                 out = fn()
+            if isinstance(out, tuple):  # a block that returns the stream and its MLP's output, to be added later
+                out = sum(out)
             out.float().square().mean().backward()
         return run
 

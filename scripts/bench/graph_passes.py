@@ -11,6 +11,7 @@ reduction kernel of its own in the profiles so far. What inductor then fuses, on
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections import Counter
 from pathlib import Path
@@ -67,8 +68,9 @@ def count_passes(fn, inputs: list, B: int, T: int) -> dict[str, dict[str, Counte
     backend = lambda gm, ins: aot_module_simplified(gm, ins, fw_compiler=keep("forward"),  # noqa: E731
                                                      bw_compiler=keep("backward"))
     torch._dynamo.reset()
-    out = torch.compile(fn, backend=backend, dynamic=False)(*inputs)
-    out.backward(torch.randn_like(out))
+    outs = torch.compile(fn, backend=backend, dynamic=False)(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
     return found
 
 
@@ -84,8 +86,12 @@ def block_passes(code: str, version: int) -> dict[str, dict[str, Counter]]:
     out = {}
     for kind in ("gdn", "swa"):
         block = model.blocks[model.layout.index(kind)]
-        x = torch.randn(B, T, model.embed.embedding_dim, requires_grad=True)
-        out[kind] = count_passes(lambda x: block(x, ctx, block.mixer or model.attn), [x], B, T)
+        x, y = torch.randn(2, B, T, model.embed.embedding_dim).unbind(0)
+        if "y" in inspect.signature(block.forward).parameters:  # it adds the previous block's MLP output itself
+            fn, inputs = lambda x, y: block(x, ctx, block.mixer or model.attn, y), [x, y]
+        else:
+            fn, inputs = lambda x: block(x, ctx, block.mixer or model.attn), [x]
+        out[kind] = count_passes(fn, [t.requires_grad_() for t in inputs], B, T)
     return out
 
 
