@@ -761,8 +761,8 @@ class ScaledLater(torch.autograd.Function):
 
 
 def x0_grads(x: Tensor, scales: list[Tensor], stream: Tensor, *shares: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """x's gradient, the stream's plus each block's share's scaled, and each block's x0-scale gradient, its share's
-    gradient times x summed over the tokens: the shares' gradients are read once for both."""
+    """x's gradient, the stream's plus each share's scaled, and each x0 scale's, its share's gradient times x summed
+    over the tokens."""
     dx = stream.float() + sum(s * g.float() for s, g in zip(scales, shares))
     return dx.to(x.dtype), [(g.float() * x.float()).sum((0, 1)) for g in shares]
 
@@ -771,9 +771,9 @@ _x0_grads = torch.compile(x0_grads, dynamic=False) if torch.cuda.is_available() 
 
 
 class X0Fanout(torch.autograd.Function):
-    """x as the stream and as each block's x0 share, given the blocks' x0 scales. The shares' gradients come back
-    unscaled (ScaledLater) and are scaled, summed and turned into the scales' gradients together here, where each
-    block would write a scaled copy and sum over the tokens for its scale, and autograd add the copies in pairs."""
+    """x as the stream and as each block's x0 share. The shares' gradients come back unscaled (ScaledLater) and
+    give x's and the scales' gradients in one compiled function, not a scaled copy and a sum over the tokens in each
+    block."""
 
     @staticmethod
     def forward(ctx, x: Tensor, *scales: Tensor):
