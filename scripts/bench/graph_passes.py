@@ -1,9 +1,10 @@
 """Counts, without a GPU, the passes over token-sized tensors in one block's forward and backward graphs, for each
-version given: a GDN block and an SWA block of the model the environment's settings describe (the full-size
-default: ~4 s a version on 2 CPU cores), traced as torch.compile hands them to inductor (AOT autograd's graphs, before
-fusion). A computing node whose output holds a value a token (views and allocations not counted) is a pass over
-the activations unless inductor fuses it into a neighbour; a sum over the tokens to a per-channel vector is a
-reduction kernel of its own in the profiles so far. What inductor then fuses, only a GPU profile says.
+version given: a GDN block and an SWA block of the model the environment's settings describe (the full-size default:
+~4 s a version on 2 CPU cores; each block given the previous block's pair where blocks take one), traced as
+torch.compile hands them to inductor (AOT autograd's graphs, before fusion). A computing node whose output holds a
+value a token (views and allocations not counted) is a pass over the activations unless inductor fuses it into a
+neighbour; a sum over the tokens to a per-channel vector is a reduction kernel of its own in the profiles so far.
+What inductor then fuses, only a GPU profile says.
 
     python3 scripts/bench/graph_passes.py --code train_gpt.py,.prev/other.py [--list]
 """
