@@ -348,11 +348,17 @@ def test_the_embedding_learns_from_the_stream_and_every_blocks_x0_mix(monkeypatc
         assert torch.allclose(ours.x0_scale.grad, theirs.x0_scale.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_outputs():
+def model_and_context_for_blocks():
+    """A tiny model and its context for random ids, x0 (the embedding) detached: for calling its blocks alone."""
     model = tiny_model()
     ids = torch.randint(4, 64, (2, 24))
     ctx = model.context(ids)
     ctx["x0"] = model.embed_inputs(ids, ctx).detach()
+    return model, ctx
+
+
+def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_outputs():
+    model, ctx = model_and_context_for_blocks()
     for block in model.blocks:
         mixer = block.mixer or model.attn
         with torch.no_grad():
@@ -373,10 +379,7 @@ def test_blocks_scale_their_mixer_and_mlp_outputs_through_the_weights_as_by_the_
 
 
 def test_a_block_given_the_previous_blocks_pair_adds_it_first():
-    model = tiny_model()
-    ids = torch.randint(4, 64, (2, 24))
-    ctx = model.context(ids)
-    ctx["x0"] = model.embed_inputs(ids, ctx).detach()
+    model, ctx = model_and_context_for_blocks()
     for block in model.blocks:
         x, y = torch.randn(2, 2, 24, TINY_MODEL["model_dim"]).unbind(0)
         x.requires_grad_(), y.requires_grad_()
