@@ -42,6 +42,7 @@ def test_host_ms_times_each_step_enqueued_behind_a_sleeping_gpu(monkeypatch):
     assert 18 < ms < 29  # the median of the three
     assert calls == ["sync", 10_000_000] * 3 + ["sync"]
 
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")
 def test_bench_step_rounds_time_the_versions_in_turns(tmp_path):
     tiny = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1", "SWA_WINDOW": "128"}

@@ -122,6 +122,7 @@ def bench_step(tg, args, variant, B, T, steps, device):
 
 HOST_HOLD_MS = 1000.0  # how long the sleep kernel keeps the GPU busy while host_ms times the host
 
+
 def host_ms(step, reps: int = 3, hold_ms: float = HOST_HOLD_MS) -> float:
     """Median milliseconds the host takes to enqueue one step while a sleep kernel (at most a 2 GHz clock, so at
     least hold_ms) keeps the GPU busy: no launch then waits for the GPU, so this is the host's own work a step. Near
@@ -136,6 +137,7 @@ def host_ms(step, reps: int = 3, hold_ms: float = HOST_HOLD_MS) -> float:
         times.append(1000 * (time.perf_counter() - t))
     torch.cuda.synchronize()
     return sorted(times)[len(times) // 2]
+
 
 def loop_runner(tg, args, B, T, steps, device):
     """That version's own train() at accumulation 1 on the shards under DATA_PATH, on one model built once: each
