@@ -5,7 +5,6 @@ scripts/bench/inductor_tables.py, which reads what scripts/bench/profile_inducto
 import os
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -26,21 +25,11 @@ def test_bench_step_times_every_part_and_profiles(tmp_path):
                           "--profile", "1", "--who", "3"], cwd=ROOT / "scripts" / "bench",
                          env={**os.environ, **tiny}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "host: ", "profile: GPU busy",
-                 "calls per step", "GPU idle between kernels", "who launched them"):
+    for part in ("gdn block (mixer+mlp)", "swa block (attn+mlp)", "muon", "profile: GPU busy", "calls per step",
+                 "GPU idle between kernels", "who launched them"):
         assert part in run.stdout, run.stdout[-3000:]
     assert "  aten::" in run.stdout.split("who launched them")[1], run.stdout[-3000:]
     assert run.stdout.splitlines()[-1].split()[1:3] == ["2x256", "train"]
-
-
-def test_host_ms_times_each_step_enqueued_behind_a_sleeping_gpu(monkeypatch):
-    calls = []
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: calls.append("sync"))
-    monkeypatch.setattr(torch.cuda, "_sleep", calls.append)
-    steps = iter([0.03, 0.01, 0.02])
-    ms = bench_step.host_ms(lambda: time.sleep(next(steps)), reps=3, hold_ms=5)
-    assert 18 < ms < 29  # the median of the three
-    assert calls == ["sync", 10_000_000] * 3 + ["sync"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA kernels: needs a GPU")

@@ -13,8 +13,6 @@ first, and in how many rounds it was faster. `--variants train,loop --rounds R` 
 step in turns; each loop round is a fresh train() call on the same model (new loader and optimizer state, its
 compile warm-up untimed), so the start-up of its first steps falls in every round: give it enough --steps
 (100 or more) that this weighs as little as it does over a real run.
-The breakdown also times the host alone: how long it takes to enqueue one step while a sleep kernel keeps the GPU
-busy (host_ms), against the step's GPU time.
 --profile N runs the profiler over N whole steps of that first version and prints the GPU time per
 step of each kernel family and of the --top heaviest kernels, and the GPU's idle time between kernels with the
 kernels it waited for longest (a wait before a kernel is host work not yet done): what the isolated part
@@ -118,25 +116,6 @@ def bench_step(tg, args, variant, B, T, steps, device):
     torch.cuda.reset_peak_memory_stats()
     ms = cuda_ms(step, steps)
     return model, opts, ema, {"ms": ms, "warmup_s": warm, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-
-
-HOST_HOLD_MS = 1000.0  # how long the sleep kernel keeps the GPU busy while host_ms times the host
-
-
-def host_ms(step, reps: int = 3, hold_ms: float = HOST_HOLD_MS) -> float:
-    """Median milliseconds the host takes to enqueue one step while a sleep kernel (at most a 2 GHz clock, so at
-    least hold_ms) keeps the GPU busy: no launch then waits for the GPU, so this is the host's own work a step. Near
-    the GPU's step time, the host sets the pace; at hold_ms or more, a launch waited (a synchronising call, or a
-    launch queue that filled)."""
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        torch.cuda._sleep(int(hold_ms * 2e6))
-        t = time.perf_counter()
-        step()
-        times.append(1000 * (time.perf_counter() - t))
-    torch.cuda.synchronize()
-    return sorted(times)[len(times) // 2]
 
 
 def loop_runner(tg, args, B, T, steps, device):
@@ -388,10 +367,9 @@ def main():
                 if ci == 0 and variant == opt.breakdown and shape == opt.shapes.split(",")[0]:
                     rows = part_times(tg, model, opts, ema, args, B, T, opt.steps, device)
                     step_ms, data = r["ms"], loader_ms(tg, args, 48, 2048, device, opt.steps)
-                    step = step_fn(tg, model, opts, ema, RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID),
-                                   device)
-                    host = host_ms(step)
                     if opt.profile:
+                        loader = RandomLoader(B, T, args.vocab_size, device, tg.BOS_ID)
+                        step = step_fn(tg, model, opts, ema, loader, device)
                         profiled = profile_kernels(step, opt.profile, opt.top)
                         if opt.who:  # one more profiled step, with shapes: only when asked for
                             sources = kernel_sources(step, [name for name, _ in profiled[1][:opt.who]])
@@ -405,9 +383,6 @@ def main():
             print(f"{name:<26}{ms:>9.2f}{n:>5}{ms * n:>9.1f}{ms * n / step_ms:>7.0%}")
         if data is not None:
             print(f"{'data (48x2048 from shards)':<26}{data:>9.2f}{1:>5}{data:>9.1f}{data / step_ms:>7.0%}")
-        waited = " (at the hold or more: a launch waited for the GPU)" if host >= HOST_HOLD_MS else ""
-        print(f"host: {host:.1f} ms to enqueue a step with the GPU held busy, {host / step_ms:.0%} of the step's "
-              f"{step_ms:.1f} ms{waited}")
         if opt.profile:
             print_profile(*profiled, step_ms)
             if opt.who:
