@@ -12,9 +12,9 @@ from conftest import ROOT
 TINY = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROUP": "1"}
 
 
-def bench_muon(*codes: str) -> subprocess.CompletedProcess:
+def bench_muon(*codes: str, profile: int = 0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "scripts/bench/bench_muon.py", "--code", ",".join(codes), "--steps", "2",
-                           "--rounds", "2"], cwd=ROOT, env={**os.environ, **TINY}, capture_output=True, text=True,
+                           "--rounds", "2", "--profile", str(profile)], cwd=ROOT, env={**os.environ, **TINY}, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -28,6 +28,16 @@ def test_bench_muon_checks_the_updates_then_times_the_versions(tmp_path):
         assert "round 2/2" in run.stdout and run.stdout.splitlines()[-1].startswith(str(other)), run.stdout
     else:
         assert run.stdout.splitlines()[-1] == "no GPU: nothing timed"
+
+
+def test_bench_muon_profiles_the_first_versions_steps():
+    run = bench_muon("train_gpt.py", profile=1)
+    assert run.returncode == 0, run.stderr[-3000:]
+    if torch.cuda.is_available():
+        profile = run.stdout.split("profile: GPU busy")[1]
+        assert "matmul" in profile and "GPU idle between kernels" in profile, run.stdout[-3000:]
+    else:
+        assert run.stdout.splitlines()[-1] == "no GPU: nothing timed or profiled"
 
 
 def test_bench_muon_refuses_a_version_whose_updates_differ(tmp_path):

@@ -5,6 +5,9 @@ same steps from the same weights and gradients, and the weights must move as the
 is the one the environment's settings describe (the full-size default).
 
     python3 scripts/bench/bench_muon.py --code train_gpt.py,.prev/other.py --rounds 6 --steps 50
+
+--profile N then profiles N Muon steps of the first version: its GPU time by kernel family, the --top heaviest
+kernels and the idle gaps, as bench_step.py's --profile does for the whole training step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch._dynamo.utils import counters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+from scripts.bench.bench_step import print_profile, profile_kernels  # noqa: E402
 from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 WARMUP_STEPS = 3
@@ -54,6 +58,8 @@ def main(argv=None):
                      help="comma-separated versions of train_gpt.py")
     cli.add_argument("--rounds", type=int, default=6)
     cli.add_argument("--steps", type=int, default=50, help="Muon steps a version takes in each round")
+    cli.add_argument("--profile", type=int, default=0, help="profile this many Muon steps of the first version")
+    cli.add_argument("--top", type=int, default=15, help="heaviest kernels the profile lists")
     opt = cli.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     codes = opt.code.split(",")
@@ -77,7 +83,7 @@ def main(argv=None):
             sys.exit(f"{code}: its Muon steps differ from {codes[0]}'s by {diff:.1e}: not the same optimizer")
         timers.append(one_step)
     if device.type != "cuda":
-        print("no GPU: nothing timed")
+        print("no GPU: nothing timed" + (" or profiled" if opt.profile else ""))
         return
     times = [[] for _ in timers]
     for r in range(opt.rounds):
@@ -87,8 +93,11 @@ def main(argv=None):
     width = max(len(c) for c in codes) + 1
     print(f"\nMuon steps in turns, {opt.rounds} rounds of {opt.steps}; difference and faster rounds against "
           f"{codes[0]}\n{'version':<{width}}{'median ms':>10}{'min ms':>8}{'diff ms':>9}{'faster':>8}")
-    for code, (med, low, diff, wins) in zip(codes, paired_summary(times)):
+    summary = paired_summary(times)
+    for code, (med, low, diff, wins) in zip(codes, summary):
         print(f"{code:<{width}}{med:>10.3f}{low:>8.3f}{diff:>+9.3f}{wins:>5}/{opt.rounds}")
+    if opt.profile:
+        print_profile(*profile_kernels(timers[0], opt.profile, opt.top), summary[0][0])
 
 
 if __name__ == "__main__":
