@@ -14,8 +14,8 @@ TINY = {"MODEL_DIM": "128", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "GDN_PER_GROU
 
 def bench_muon(*codes: str, profile: int = 0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "scripts/bench/bench_muon.py", "--code", ",".join(codes), "--steps", "2",
-                           "--rounds", "2", "--profile", str(profile)], cwd=ROOT, env={**os.environ, **TINY}, capture_output=True, text=True,
-                          timeout=600)
+                           "--rounds", "2", "--profile", str(profile)], cwd=ROOT, env={**os.environ, **TINY},
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_bench_muon_checks_the_updates_then_times_the_versions(tmp_path):
