@@ -2,9 +2,11 @@
 the model's own forward, so it breaks whenever a block reads something new from the model's context. And
 scripts/bench/inductor_tables.py, which reads what scripts/bench/profile_inductor.sh collects."""
 
+import gc
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -68,6 +70,27 @@ def test_loop_runner_trains_its_one_model_further_at_every_call(markov_data, cap
         assert any(not torch.equal(a, b) for a, b in zip(seen, now))
         seen = now
     assert capsys.readouterr().out.count("stopping: iterations after 3 steps, train_time:") == 2
+
+
+def test_gc_pauses_counts_only_the_collections_after_a_given_time():
+    from scripts.bench.gc_pauses import Collections
+    with Collections() as seen:
+        gc.collect(0)
+        t = time.perf_counter()
+        gc.collect()
+    assert [len(seen.since(0.0)[g]) for g in range(3)] == [1, 0, 1]
+    assert [len(seen.since(t)[g]) for g in range(3)] == [0, 0, 1] and seen.since(time.perf_counter())[2] == []
+
+
+def test_gc_pauses_runs_the_loop_and_times_a_full_collection(markov_data, monkeypatch, capsys):
+    from scripts.bench import gc_pauses
+    tiny_model_settings(monkeypatch)
+    monkeypatch.setenv("DATA_PATH", str(markov_data))
+    gc_pauses.main(["--steps", "3", "--shape", "2x64"])
+    row, pauses = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert "3 steps at " in row and "collections gen0/1/2 " in row, row
+    assert int(row.split("train() froze ")[1].split()[0].replace(",", "")) >= 0, row
+    assert "objects tracked: a full collection takes " in pauses and pauses.endswith("ms after gc.freeze()"), pauses
 
 
 def test_time_in_turns_reverses_the_order_every_other_round(capsys):

@@ -118,15 +118,21 @@ def bench_step(tg, args, variant, B, T, steps, device):
     return model, opts, ema, {"ms": ms, "warmup_s": warm, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def loop_runner(tg, args, B, T, steps, device):
+def loop_trainer(tg, args, B, T, steps, device):
     """That version's own train() at accumulation 1 on the shards under DATA_PATH, on one model built once: each
-    call trains `steps` more steps (after train()'s untimed compile warm-up) and returns train()'s own ms a step."""
+    call trains `steps` more steps (after train()'s untimed compile warm-up) and returns train()'s result."""
     loop = copy.copy(args)
     loop.micro_batch_seqs, loop.train_seq_len, loop.train_batch_tokens = B, T, B * T
     loop.iterations, loop.max_wallclock_seconds, loop.train_log_every = steps, 0.0, 10**9
     model = tg.build_model(loop, device)
     make_loader = lambda: tg.DistributedLoader(loop.train_files, loop.vocab_size, 0, 1, B, T, device)  # noqa: E731
-    return model, lambda: 1000 * tg.train(loop, model, model, make_loader, device)["train_time"] / steps
+    return model, lambda: tg.train(loop, model, model, make_loader, device)
+
+
+def loop_runner(tg, args, B, T, steps, device):
+    """loop_trainer's model, and a call that returns train()'s own ms a step."""
+    model, run = loop_trainer(tg, args, B, T, steps, device)
+    return model, lambda: 1000 * run()["train_time"] / steps
 
 
 def bench_loop(tg, args, B, T, steps, device):
