@@ -848,16 +848,20 @@ class GDNHybrid(nn.Module):
         return self.nll(self.hidden(ids), targets)
 
 
-def build_model(args, device) -> GDNHybrid:
-    """On a GPU each block, and the head with its loss, is compiled around fla's kernels (compiling them is slower)."""
-    model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
-    if device.type == "cuda":
-        inductor_config.combo_kernels = True  # a graph's independent small kernels share one launch
-        for block in model.blocks:
-            block.compile(dynamic=False)
-        model.embed_inputs = torch.compile(model.embed_inputs, dynamic=False)
-        model.nll = torch.compile(model.nll, dynamic=False)
+def compile_for_training(model: GDNHybrid) -> GDNHybrid:
+    """Each block, and the head with its loss, compiled around fla's kernels (compiling them is slower)."""
+    inductor_config.combo_kernels = True  # a graph's independent small kernels share one launch
+    for block in model.blocks:
+        block.compile(dynamic=False)
+    model.embed_inputs = torch.compile(model.embed_inputs, dynamic=False)
+    model.nll = torch.compile(model.nll, dynamic=False)
     return model
+
+
+def build_model(args, device) -> GDNHybrid:
+    """Compiled for training on a GPU."""
+    model = GDNHybrid({**args.model_config(), "tied_embed_init_std": args.tied_embed_init_std}).to(device)
+    return compile_for_training(model) if device.type == "cuda" else model
 
 # ---------------------------------------------------------------- optimizer
 # Muon for the projections, Adam for the rest, and the weights' EMA.

@@ -82,11 +82,11 @@ def test_gc_pauses_counts_only_the_collections_after_a_given_time():
     assert [len(seen.since(t)[g]) for g in range(3)] == [0, 0, 1] and seen.since(time.perf_counter())[2] == []
 
 
-def test_gc_pauses_runs_the_loop_and_times_a_full_collection(markov_data, monkeypatch, capsys):
+def test_gc_pauses_runs_the_compiled_loop_and_times_a_full_collection(markov_data, monkeypatch, capsys):
     from scripts.bench import gc_pauses
     tiny_model_settings(monkeypatch)
     monkeypatch.setenv("DATA_PATH", str(markov_data))
-    gc_pauses.main(["--steps", "3", "--shape", "2x64"])
+    gc_pauses.main(["--steps", "3", "--shape", "2x64", "--compile"])
     row, pauses = capsys.readouterr().out.strip().splitlines()[-2:]
     assert "3 steps at " in row and "collections gen0/1/2 " in row, row
     assert int(row.split("train() froze ")[1].split()[0].replace(",", "")) >= 0, row

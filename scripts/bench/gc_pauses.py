@@ -7,6 +7,8 @@ over all the process holds, before and after gc.freeze(): the pause a loop meets
     DATA_PATH=/tmp/proxy python3 scripts/bench/gc_pauses.py --code .prev/before.py --steps 300
 
 One version a process: what a version compiled stays in the process and would weigh on the next one's pauses.
+--compile on the CPU compiles the model as train_gpt.py does on a GPU (its compile_for_training, inductor's C++
+in place of Triton), so that the process holds compiled graphs as a GPU run's does.
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ def full_collection_ms(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def collections_in_loop(code: str, B: int, T: int, steps: int, device) -> dict:
+def collections_in_loop(code: str, B: int, T: int, steps: int, device, compile_on_cpu: bool = False) -> dict:
     """The collections of `steps` steps of that version's train() (Collections.since its clock started: not its
     warm-up's), its ms a step, and a full collection's pause without and with the freeze, over what the process
     then holds."""
     tg = load_module(code, "train_gpt_probed")
-    _, run = loop_trainer(tg, tg.Hyperparameters(), B, T, steps, device)
+    model, run = loop_trainer(tg, tg.Hyperparameters(), B, T, steps, device)
+    if compile_on_cpu and device.type == "cpu":
+        tg.compile_for_training(model)
     with Collections() as seen:
         result = run()
     ms, ms_step = seen.since(result["stopped_at"] - result["train_time"]), 1000 * result["train_time"] / steps
@@ -99,12 +103,13 @@ def main(argv=None):
                      help="the version of train_gpt.py")
     cli.add_argument("--steps", type=int, default=300, help="training steps the loop runs")
     cli.add_argument("--shape", default="48x2048", help="sequences x length of a step")
+    cli.add_argument("--compile", action="store_true", help="on the CPU, compile as train_gpt does on a GPU")
     opt = cli.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     B, T = map(int, opt.shape.split("x"))
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}  torch {torch.__version__}  "
           f"python {sys.version.split()[0]}  gc thresholds {gc.get_threshold()}", flush=True)
-    print_row(opt.code, opt.steps, collections_in_loop(opt.code, B, T, opt.steps, device))
+    print_row(opt.code, opt.steps, collections_in_loop(opt.code, B, T, opt.steps, device, opt.compile))
 
 
 if __name__ == "__main__":
