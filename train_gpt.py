@@ -1077,7 +1077,7 @@ def train(args, base_model, model, make_loader, device) -> dict:
     accum, optimizers = grad_accum_steps(args, world), build_optimizers(base_model, args)
     compile_warmup(args, base_model, model, make_loader, optimizers, accum, device)
     loader, ema = make_loader(), EMA(base_model, args.ema_decay)
-    step, tokens, elapsed, why = 0, 0, 0.0, "iterations"
+    step, tokens, elapsed, longest, why = 0, 0, 0.0, 0.0, "iterations"
     sync(device)
     log(f"train_start_unix:{time.time():.1f}")  # lines the step lines' train_time up with a GPU sampler's clock
     t0 = time.perf_counter()
@@ -1092,7 +1092,8 @@ def train(args, base_model, model, make_loader, device) -> dict:
         clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(clock, op=dist.ReduceOp.MAX, group=cpu_group)
-        elapsed = clock.item()
+        now = clock.item()  # step_max: one long host stall stands out of a GPU slow throughout
+        longest, elapsed = max(longest, now - elapsed), now
         capped = elapsed >= args.max_wallclock_seconds > 0
         if step % args.train_log_every == 0 or step <= 5 or capped or step == args.iterations:
             if world > 1:  # each rank holds its own share's loss; the logged one is the global batch's
@@ -1102,8 +1103,9 @@ def train(args, base_model, model, make_loader, device) -> dict:
                 raise FloatingPointError(f"non-finite training loss at step {step}; lower MATRIX_LR/EMBED_LR or "
                                          f"check data")
             log(f"step:{step}/{args.iterations} train_loss:{train_loss:.4f} lr_scale:{scale:.3f} train_time:"
-                f"{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms "
+                f"{elapsed:.1f}s step_avg:{1000 * elapsed / step:.1f}ms step_max:{1000 * longest:.1f}ms "
                 f"tok/s:{tokens / elapsed:,.0f}")
+            longest = 0.0
         if capped:
             why = "wall-clock cap"
             break

@@ -4,6 +4,7 @@ import copy
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,25 @@ def test_tiny_model_learns_far_below_unigram_entropy(markov_data, capsys):
     entropy = unigram_entropy(val.numpy())
     assert out["steps"] == args.iterations and "stopping: iterations after 60 steps" in capsys.readouterr().out
     assert loss < 0.6 * entropy, (loss, entropy)
+
+
+def test_a_step_line_holds_the_longest_step_since_the_line_before(markov_data, capsys):
+    """A 0.5 s stall of the host in step 15 shows in the step-20 line's step_max, and in no other line's."""
+    args = tiny_args(markov_data, iterations=30, train_log_every=10, compile_warmup_steps=0)
+    model, loader, calls = fresh_model(), make_loader(args)(), [0]
+    next_batch = loader.next_batch
+
+    def stalling_batch():
+        calls[0] += 1
+        if calls[0] == 15:
+            time.sleep(0.5)
+        return next_batch()
+    loader.next_batch = stalling_batch
+    train_gpt.train(args, model, model, lambda: loader, torch.device("cpu"))
+    step_max = {int(step): float(ms) for step, ms in re.findall(r"step:(\d+)/30 .* step_max:([\d.]+)ms ",
+                                                                capsys.readouterr().out)}
+    assert list(step_max) == [1, 2, 3, 4, 5, 10, 20, 30]
+    assert step_max[20] >= 500 and max(ms for step, ms in step_max.items() if step != 20) < 500, step_max
 
 
 def test_wallclock_cap_stops_the_run_and_says_why(markov_data, capsys):
