@@ -160,6 +160,19 @@ def test_step_pace_finds_the_slow_stretches_and_what_they_cost():
     assert [(s["first"], s["last"]) for s in step_pace.pace(runs[0], 0.15)["stretches"]] == [(150, 200)]
 
 
+def test_step_pace_gives_each_stretch_its_longest_step_where_the_log_has_them(capsys, tmp_path):
+    """One interval holds a 712 ms step: a stall in a stretch of its own, against a usual longest of ~110 ms."""
+    longest = {50: 105, 100: 110, 150: 712, 200: 108, 250: 111}  # the first five lines' steps: 102 ms
+    lines = [re.sub(r"^step:(\d+)/(.*) tok/s:", lambda m: f"step:{m[1]}/{m[2]} step_max:"
+                    f"{longest.get(int(m[1]), 102):.1f}ms tok/s:", line)
+             for line in pace_log([100, 100, 112, 100, 100]).splitlines(keepends=True)]
+    (tmp_path / "s.log").write_text("".join(lines))
+    step_pace.main([str(tmp_path / "s.log")])
+    out = capsys.readouterr().out
+    assert "; an interval's longest step 110.0 ms (median)" in out, out
+    assert "steps 100-150  112.0 ms a step  lr_scale 1.000-1.000  +0.6 s  longest step 712.0 ms" in out, out
+
+
 def test_step_pace_reads_each_run_of_a_log_apart_and_lines_up_the_gpu_samples(tmp_path, capsys):
     text = pace_log([100, 100, 120, 100]) + pace_log([100] * 4, start="train_start_unix:2000.0\n")
     (tmp_path / "r.log").write_text(text)
