@@ -2,8 +2,8 @@
 cumulative train_time, logged to 0.1 s: ~2 ms of resolution over 50 steps), their median, and the stretches of
 intervals at least --slow above it, each with the seconds it cost over the median and its learning-rate scale.
 Where the log's step lines carry step_max (the longest step since the line before), each stretch gets its longest
-step against the run's usual longest (the median over its intervals): one long step is a stall of the host (it
-launched nothing meanwhile), steps all a little slower a slower GPU.
+step against the run's usual longest (the median over its intervals): one long step among usual ones points at
+one stall (most likely the host's), steps all a little slower at a slower GPU.
 Where the GPU sampler of scripts/tools/proxy_train.sh left NAME_gpu.csv beside NAME.log, each stretch and the
 whole run also get the GPU's median SM clock, its highest temperature, its mean power (of the board's power limit,
 where the file records it) and the clock-event reasons seen (nvidia-smi's bit mask; 0x0: none; 0x4: the power
