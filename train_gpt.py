@@ -870,7 +870,7 @@ def newton_schulz(G: Tensor, steps: int) -> Tensor:
     """Nearly orthogonalises each matrix of a [N, m, n] stack (or one matrix) by Muon's quintic: an iteration is
     three batched products, the sums taken inside them (baddbmm), so few launches."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.bfloat16() if G.is_cuda else G.float()
+    X = G.float() if G.is_cpu else G.bfloat16()  # bf16 products are slow on the CPU
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     tall = X.size(-2) > X.size(-1)
     X = X.mT if tall else X

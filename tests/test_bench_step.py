@@ -164,6 +164,26 @@ def test_muon_ops_counts_at_least_the_products_of_every_stack(monkeypatch, capsy
     assert int(line.split(": ")[1].split()[0]) >= 4 * 5 * 3
 
 
+def test_muon_floor_counts_newton_schulz_products_and_the_stacks_bytes_exactly(monkeypatch, capsys):
+    """Tiny model on the meta device: the FLOPs are Newton-Schulz's three products per iteration of every matrix, in
+    bf16 as on a GPU; the stacking reads each fp32 gradient once and writes it once; no view moves bytes."""
+    from scripts.bench import muon_ops
+    tiny_model_settings(monkeypatch)
+    calls, moved, flops = muon_ops.muon_floor(str(ROOT / "train_gpt.py"), 0)
+    tg = common.load_module(str(ROOT / "train_gpt.py"), "train_gpt_tiny")  # its settings read from this environment
+    args = tg.Hyperparameters()
+    shapes = [p.shape for n, p in tg.GDNHybrid(args.model_config()).named_parameters() if tg.is_matrix(n, p)]
+    iteration = sum(2 * min(s) ** 2 * max(s) * 2 + 2 * min(s) ** 3 for s in shapes)
+    assert sum(flops.values()) == args.muon_ns_steps * iteration
+    assert moved["stack"] == 2 * 4 * sum(s.numel() for s in shapes)
+    # per iteration baddbmm(A, A, A) reads 3 m² and writes m², baddbmm(X, B, X) reads 2 mM + m² and writes mM: in bf16
+    assert moved["baddbmm"] == 2 * args.muon_ns_steps * sum(5 * min(s) ** 2 + 3 * min(s) * max(s) for s in shapes)
+    assert not {"view", "_unsafe_view", "split", "split_with_sizes", "transpose"} & set(calls)
+    muon_ops.main(["--code", str(ROOT / "train_gpt.py"), "--floor"])
+    last = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert last[0] == "all" and float(last[2]) == round(sum(flops.values()) / 1e9, 1)
+
+
 def test_graph_passes_counts_an_output_scale_as_a_sum_over_tokens_and_a_scale_in_the_weight_as_none():
     from scripts.bench.graph_passes import count_passes
     B, T, D = 2, 30, 8
