@@ -1,7 +1,8 @@
 """What the scripts share, and the only module besides train_gpt.py that scripts and records/make_record.py
-import: where each number sits in a log (train_gpt.py's and the challenge baseline's), loading a version of
-train_gpt.py as a module, a copy of its settings with overrides (and "LABEL: KEY=VALUE" variants), timing CUDA
-work, and the Gated DeltaNet recurrence in float64 (the reference of scripts/bench/check_fla.py and of the tests).
+import: where each number sits in a log (train_gpt.py's and the challenge baseline's), the --code option and
+loading a version of train_gpt.py as a module, a copy of its settings with overrides (and "LABEL: KEY=VALUE"
+variants), timing CUDA work, and the Gated DeltaNet recurrence in float64 (the reference of
+scripts/bench/check_fla.py and of the tests).
 torch is imported only where it is used, so the log readers run without it.
 
 A script imports it after putting the repository root on sys.path (which train_gpt.py needs too):
@@ -92,6 +93,11 @@ def print_table(text: str, out: str | None):
     print(text)
     if out:
         Path(out).write_text(text + "\n")
+
+
+def code_option(cli, help: str = "comma-separated versions of train_gpt.py, side by side"):
+    """--code: which train_gpt.py versions a script loads; by default this repository's, from any folder."""
+    cli.add_argument("--code", default=str(ROOT / "train_gpt.py"), help=help)
 
 
 def load_module(path: str, name: str):

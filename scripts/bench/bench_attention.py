@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from scripts.bench.bench_step import random_batch  # noqa: E402
-from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
+from scripts.common import code_option, cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 
 def opens_sequence(ids: torch.Tensor, bos: int) -> torch.Tensor:
@@ -64,7 +64,7 @@ def varlen_fn(B, T, Hq, Hkv, D):
 
 def main():
     cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_argument("--code", default="train_gpt.py")
+    code_option(cli)
     cli.add_argument("--batch", type=int, default=48)
     cli.add_argument("--seq", type=int, default=2048)
     cli.add_argument("--rounds", type=int, default=6)

@@ -21,7 +21,7 @@ from torch._dynamo.utils import counters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from scripts.bench.bench_step import print_profile, profile_kernels  # noqa: E402
-from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
+from scripts.common import code_option, cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 WARMUP_STEPS = 3
 SAME_UPDATE = 0.1  # Newton-Schulz in bf16 rounds differently when fused; a changed formula moves tens of percent
@@ -54,8 +54,7 @@ def worst_difference(a: list, b: list) -> float:
 
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"),
-                     help="comma-separated versions of train_gpt.py")
+    code_option(cli)
     cli.add_argument("--rounds", type=int, default=6)
     cli.add_argument("--steps", type=int, default=50, help="Muon steps a version takes in each round")
     cli.add_argument("--profile", type=int, default=0, help="profile this many Muon steps of the first version")

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
-from scripts.common import cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
+from scripts.common import code_option, cuda_ms, load_module, paired_summary, turn_order  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.4
 
@@ -336,8 +336,7 @@ def main():
     cli.add_argument("--profile", type=int, default=0, help="profile this many steps of the breakdown variant")
     cli.add_argument("--top", type=int, default=25, help="heaviest kernels the profile lists")
     cli.add_argument("--who", type=int, default=0, help="with --profile: the ops that launched this many of them")
-    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"),
-                     help="comma-separated versions of train_gpt.py to time side by side")
+    code_option(cli)
     cli.add_argument("--rounds", type=int, default=0, help="time the versions' variants in turns, this many rounds")
     opt = cli.parse_args()
     variants = (opt.variants or ("train" if opt.rounds else "eager,mlp,train")).split(",")

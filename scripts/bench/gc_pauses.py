@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from scripts.bench.bench_step import loop_trainer  # noqa: E402
-from scripts.common import load_module  # noqa: E402
+from scripts.common import code_option, load_module  # noqa: E402
 
 
 class Collections:
@@ -99,8 +99,7 @@ def print_row(code: str, steps: int, r: dict):
 
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"),
-                     help="the version of train_gpt.py")
+    code_option(cli, "the version of train_gpt.py")
     cli.add_argument("--steps", type=int, default=300, help="training steps the loop runs")
     cli.add_argument("--shape", default="48x2048", help="sequences x length of a step")
     cli.add_argument("--compile", action="store_true", help="on the CPU, compile as train_gpt does on a GPU")

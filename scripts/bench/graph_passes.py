@@ -21,7 +21,7 @@ import torch
 from torch._functorch.aot_autograd import aot_module_simplified, make_boxed_func
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
-from scripts.common import load_module  # noqa: E402
+from scripts.common import code_option, load_module  # noqa: E402
 
 NOT_PASSES = {"getitem", "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice",
               "select", "split", "split_with_sizes", "unbind", "unsqueeze", "squeeze", "alias", "detach",
@@ -98,7 +98,7 @@ def block_passes(code: str, version: int) -> dict[str, dict[str, Counter]]:
 
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"))
+    code_option(cli)
     cli.add_argument("--list", action="store_true", help="the ops behind each count")
     opt = cli.parse_args(argv)
     for version, code in enumerate(opt.code.split(",")):

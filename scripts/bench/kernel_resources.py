@@ -27,7 +27,7 @@ os.environ.pop("TRITON_INTERPRET", None)  # the interpreter compiles nothing
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
-from scripts.common import load_module  # noqa: E402
+from scripts.common import code_option, load_module  # noqa: E402
 
 REGS_PER_SM, SHARED_PER_SM, MAX_THREADS_PER_SM = 65_536, 233_472, 2048  # Hopper (H100, H200)
 
@@ -133,7 +133,7 @@ def kernel_rows(code: str, name: str = "train_gpt_resources") -> list[dict]:
 
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--code", default="train_gpt.py", help="comma-separated train_gpt.py versions")
+    code_option(cli)
     opt = cli.parse_args(argv)
     try:
         import triton.backends.nvidia  # noqa: F401
@@ -143,7 +143,7 @@ def main(argv=None):
           "by registers / shared / threads | global loads: 16 B / narrower |\n|---|---|---|---|---|---|---|---|---|")
     for i, code in enumerate(opt.code.split(",")):
         for r in kernel_rows(code, f"train_gpt_resources{i}"):
-            print(f"| {r['code']} | {r['launch']} | {r['config']} | {r['threads'] // 32} | {r['registers']} | "
+            print(f"| {os.path.relpath(r['code'])} | {r['launch']} | {r['config']} | {r['threads'] // 32} | {r['registers']} | "
                   f"{r['spilled']} | {r['shared']:,} | "
                   f"{r['by_registers']} / {r['by_shared']} / {r['by_threads']} | "
                   f"{r['wide_loads']} / {r['narrow_loads']} |", flush=True)

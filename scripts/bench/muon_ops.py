@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
-from scripts.common import load_module  # noqa: E402
+from scripts.common import code_option, load_module  # noqa: E402
 
 NOT_KERNELS = {"aten::" + op for op in (
     "view", "view_as", "reshape", "flatten", "mT", "t", "transpose", "split", "unbind", "select", "slice", "alias",
@@ -108,7 +108,7 @@ def print_floor(code: str, calls: Counter, moved: Counter, flops: Counter):
 
 def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--code", default=str(Path(__file__).resolve().parents[2] / "train_gpt.py"))
+    code_option(cli)
     cli.add_argument("--floor", action="store_true", help="also each operation's FLOPs, bytes and floor on a GPU")
     opt = cli.parse_args(argv)
     for version, code in enumerate(opt.code.split(",")):
