@@ -62,6 +62,10 @@ def test_two_rank_run_trains_quantizes_and_scores_once(run):
     parts = [number(tag + r" .*eval_time:([\d.]+)s", log)
              for tag in ("pre_quant", "final_quantized_zstd22_roundtrip", "final_score_first_ttt")]
     assert float(budget.group(2)) >= sum(parts) + number(r"quantize_pack_time:([\d.]+)s", log) - 0.2  # rounding
+    # packed straight after training, before any score: the seconds a reading that counts GPTQ as training adds
+    packed = number(r"packed: ([\d.]+)s after the training clock stopped", log)
+    assert number(r"quantize_pack_time:([\d.]+)s", log) - 0.1 <= packed <= float(budget.group(2)) - sum(parts) + 0.2
+    assert log.index("packed: ") < log.index("pre_quant ")
     assert log.count("final_quantized_zstd22_roundtrip") == 1 and (work / "model.ptz").is_file()
     assert "calibration: 4 self-generated sequences x 32 tokens" in log
     assert re.search(r"quant_choice: scale:0\.1250 mlp:k2\.00/[\d.]+bits .* fits", log)  # 16 MB: the finest steps
