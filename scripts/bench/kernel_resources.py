@@ -143,8 +143,8 @@ def main(argv=None):
           "by registers / shared / threads | global loads: 16 B / narrower |\n|---|---|---|---|---|---|---|---|---|")
     for i, code in enumerate(opt.code.split(",")):
         for r in kernel_rows(code, f"train_gpt_resources{i}"):
-            print(f"| {os.path.relpath(r['code'])} | {r['launch']} | {r['config']} | {r['threads'] // 32} | {r['registers']} | "
-                  f"{r['spilled']} | {r['shared']:,} | "
+            print(f"| {os.path.relpath(r['code'])} | {r['launch']} | {r['config']} | {r['threads'] // 32} | "
+                  f"{r['registers']} | {r['spilled']} | {r['shared']:,} | "
                   f"{r['by_registers']} / {r['by_shared']} / {r['by_threads']} | "
                   f"{r['wide_loads']} / {r['narrow_loads']} |", flush=True)
 
